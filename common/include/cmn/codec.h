@@ -1,0 +1,64 @@
+/* The single encoder/decoder of a queued call (wire format version 1,
+ * DESIGN.md §3, docs/wire-format.md). A queued call is one NATS message whose
+ * payload is the raw request body and whose NATS headers carry the metadata.
+ * This module works on a struct cmn_headers so it is testable without NATS;
+ * cmn/js.h moves the headers to and from natsMsg. */
+#ifndef CMN_CODEC_H
+#define CMN_CODEC_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "cmn/callid.h"
+#include "cmn/headers.h"
+#include "cmn/status.h"
+
+#define CMN_WIRE_VERSION "1"
+
+#define CMN_HDR_MSG_ID "Nats-Msg-Id"
+#define CMN_HDR_VERSION "Faas-Version"
+#define CMN_HDR_FUNCTION "Faas-Function"
+#define CMN_HDR_METHOD "Faas-Method"
+#define CMN_HDR_PATH "Faas-Path"
+#define CMN_HDR_QUERY "Faas-Query"
+#define CMN_HDR_CALLBACK "Faas-Callback-Url"
+#define CMN_HDR_START "Faas-Start-Time"
+/* Dead-letter additions (written by the worker when it dead-letters a call). */
+#define CMN_HDR_DEAD_REASON "Faas-Dead-Reason"
+#define CMN_HDR_LAST_STATUS "Faas-Last-Status"
+#define CMN_HDR_ATTEMPTS "Faas-Attempts"
+
+/* A decoded call. Strings are owned by the struct (cmn_call_free); the body is
+ * borrowed from whoever holds the message and is not part of the struct. */
+struct cmn_call {
+    char call_id[CMN_CALLID_MAX];
+    char *function;     /* "name" or "name.namespace" as submitted */
+    char *method;       /* "POST" */
+    char *path;         /* "" , "/", "/a/b" */
+    char *query;        /* raw, without '?', may be "" */
+    char *callback_url; /* NULL when none */
+    int64_t start_ns;   /* submission time, ns since the Unix epoch */
+    struct cmn_headers headers; /* the request headers to replay (no Faas-/Nats-, no hop-by-hop) */
+};
+
+/* Initialises an empty call. */
+void cmn_call_init(struct cmn_call *call);
+
+/* Frees what the call owns; leaves it empty. NULL allowed. */
+void cmn_call_free(struct cmn_call *call);
+
+/* Encodes `call` (borrowed) into `out` (appended to; caller owns the list):
+ * metadata headers first, then the request headers, skipping reserved
+ * (Faas-/Nats-) and hop-by-hop names. Returns CMN_ERR_INVALID if a required
+ * field is missing or a value holds CR/LF, CMN_ERR_NOMEM. Pure, any thread. */
+enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers *out,
+                                struct cmn_err *err);
+
+/* Decodes message headers `in` (borrowed) into `call` (must be initialised and
+ * empty; filled only on success). Requires Faas-Version 1, Nats-Msg-Id,
+ * Faas-Function, Faas-Method, Faas-Start-Time; Faas-Path/Faas-Query default to "".
+ * Returns CMN_ERR_INVALID with a reason for anything else (the worker dead-letters
+ * such a message). Pure, any thread. */
+enum cmn_status cmn_call_decode(const struct cmn_headers *in, struct cmn_call *call,
+                                struct cmn_err *err);
+
+#endif

@@ -1,0 +1,160 @@
+/* The queued-call codec, wire format version 1 (DESIGN.md §3): metadata in
+ * Faas-* / Nats-Msg-Id headers, request headers copied minus reserved and
+ * hop-by-hop names. The payload (raw body) is not touched here. */
+#include "cmn/codec.h"
+
+#include <errno.h>
+#include <inttypes.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Header values larger than this are refused: NATS and HTTP peers choke on them. */
+#define VALUE_MAX 16384
+
+void cmn_call_init(struct cmn_call *call)
+{
+    memset(call, 0, sizeof(*call));
+    cmn_headers_init(&call->headers);
+}
+
+void cmn_call_free(struct cmn_call *call)
+{
+    if (call == NULL)
+        return;
+    free(call->function);
+    free(call->method);
+    free(call->path);
+    free(call->query);
+    free(call->callback_url);
+    cmn_headers_free(&call->headers);
+    cmn_call_init(call);
+}
+
+static enum cmn_status add_checked(struct cmn_headers *out, const char *name, const char *value,
+                                   struct cmn_err *err)
+{
+    if (!cmn_header_value_safe(value, VALUE_MAX))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "header %s holds CR/LF or is too long", name);
+    if (cmn_headers_add(out, name, value) != CMN_OK)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+    return CMN_OK;
+}
+
+enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers *out,
+                                struct cmn_err *err)
+{
+    if (call->call_id[0] == '\0' || call->function == NULL || call->method == NULL)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "call id, function and method are required");
+    char start[32];
+    snprintf(start, sizeof(start), "%" PRId64, call->start_ns);
+    enum cmn_status st;
+    if ((st = add_checked(out, CMN_HDR_MSG_ID, call->call_id, err)) != CMN_OK ||
+        (st = add_checked(out, CMN_HDR_VERSION, CMN_WIRE_VERSION, err)) != CMN_OK ||
+        (st = add_checked(out, CMN_HDR_FUNCTION, call->function, err)) != CMN_OK ||
+        (st = add_checked(out, CMN_HDR_METHOD, call->method, err)) != CMN_OK ||
+        (st = add_checked(out, CMN_HDR_START, start, err)) != CMN_OK)
+        return st;
+    /* Empty path and query are sent as absent headers: "" and absent decode alike. */
+    if (call->path != NULL && call->path[0] != '\0' &&
+        (st = add_checked(out, CMN_HDR_PATH, call->path, err)) != CMN_OK)
+        return st;
+    if (call->query != NULL && call->query[0] != '\0' &&
+        (st = add_checked(out, CMN_HDR_QUERY, call->query, err)) != CMN_OK)
+        return st;
+    if (call->callback_url != NULL &&
+        (st = add_checked(out, CMN_HDR_CALLBACK, call->callback_url, err)) != CMN_OK)
+        return st;
+    for (size_t i = 0; i < call->headers.count; i++) {
+        const struct cmn_header *h = &call->headers.items[i];
+        if (cmn_header_is_reserved(h->name) || cmn_header_is_hop_by_hop(h->name))
+            continue;
+        if ((st = add_checked(out, h->name, h->value, err)) != CMN_OK)
+            return st;
+    }
+    return CMN_OK;
+}
+
+static enum cmn_status dup_field(char **slot, const char *value, struct cmn_err *err)
+{
+    char *copy = strdup(value);
+    if (copy == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+    free(*slot);
+    *slot = copy;
+    return CMN_OK;
+}
+
+enum cmn_status cmn_call_decode(const struct cmn_headers *in, struct cmn_call *call,
+                                struct cmn_err *err)
+{
+    struct cmn_call c;
+    cmn_call_init(&c);
+    enum cmn_status st = CMN_OK;
+
+    const char *version = cmn_headers_get(in, CMN_HDR_VERSION);
+    const char *id = cmn_headers_get(in, CMN_HDR_MSG_ID);
+    const char *function = cmn_headers_get(in, CMN_HDR_FUNCTION);
+    const char *method = cmn_headers_get(in, CMN_HDR_METHOD);
+    const char *start = cmn_headers_get(in, CMN_HDR_START);
+    if (version == NULL) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "missing %s header", CMN_HDR_VERSION);
+        goto out;
+    }
+    if (strcmp(version, CMN_WIRE_VERSION) != 0) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "unsupported wire format version \"%.20s\"",
+                         version);
+        goto out;
+    }
+    if (id == NULL || !cmn_callid_valid(id)) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "missing or invalid %s", CMN_HDR_MSG_ID);
+        goto out;
+    }
+    if (function == NULL || function[0] == '\0') {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "missing %s header", CMN_HDR_FUNCTION);
+        goto out;
+    }
+    if (method == NULL || method[0] == '\0') {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "missing %s header", CMN_HDR_METHOD);
+        goto out;
+    }
+    if (start == NULL) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "missing %s header", CMN_HDR_START);
+        goto out;
+    }
+    char *end = NULL;
+    errno = 0;
+    long long start_ns = strtoll(start, &end, 10);
+    if (end == start || *end != '\0' || errno != 0 || start_ns < 0) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s \"%.32s\"", CMN_HDR_START, start);
+        goto out;
+    }
+    snprintf(c.call_id, sizeof(c.call_id), "%s", id);
+    c.start_ns = start_ns;
+    const char *path = cmn_headers_get(in, CMN_HDR_PATH);
+    const char *query = cmn_headers_get(in, CMN_HDR_QUERY);
+    const char *callback = cmn_headers_get(in, CMN_HDR_CALLBACK);
+    if ((st = dup_field(&c.function, function, err)) != CMN_OK ||
+        (st = dup_field(&c.method, method, err)) != CMN_OK ||
+        (st = dup_field(&c.path, path ? path : "", err)) != CMN_OK ||
+        (st = dup_field(&c.query, query ? query : "", err)) != CMN_OK)
+        goto out;
+    if (callback != NULL && callback[0] != '\0' &&
+        (st = dup_field(&c.callback_url, callback, err)) != CMN_OK)
+        goto out;
+    for (size_t i = 0; i < in->count; i++) {
+        const struct cmn_header *h = &in->items[i];
+        if (cmn_header_is_reserved(h->name) || cmn_header_is_hop_by_hop(h->name))
+            continue;
+        if (cmn_headers_add(&c.headers, h->name, h->value) != CMN_OK) {
+            st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+            goto out;
+        }
+    }
+    *call = c;
+    return CMN_OK;
+out:
+    cmn_call_free(&c);
+    return st;
+}

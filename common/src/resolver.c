@@ -1,0 +1,536 @@
+/* Function resolver (DESIGN.md §5). Owns the table of functions loaded from
+ * functions.json (static mode) behind a read-write lock, or the URL pattern of
+ * DNS mode, and renders OpenFaaS FunctionStatus JSON. jansson stays inside this
+ * file: callers only see URLs and JSON text. */
+#include "cmn/resolver.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <pthread.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Namespace given to functions.json entries that carry none: the OpenFaaS
+ * default (function_namespace). */
+#define DEFAULT_NS "openfaas-fn"
+/* A functions.json larger than this is a mistake, not a catalogue. */
+#define MAX_FILE_BYTES (16L * 1024 * 1024)
+#define MAX_URL_BYTES 2048
+#define MAX_SUFFIX_BYTES 253
+
+struct fn_entry {
+    char name[CMN_NAME_MAX];
+    char ns[CMN_NAME_MAX];
+    char *url;           /* no trailing '/' */
+    json_t *annotations; /* object of strings, owned */
+    json_t *labels;      /* object of strings, owned */
+};
+
+struct fn_table {
+    struct fn_entry *items; /* sorted by (ns, name) */
+    size_t count;
+};
+
+struct cmn_resolver {
+    enum cmn_resolver_mode mode;
+    char *file;   /* static mode */
+    char *suffix; /* DNS mode, without a leading '.', may be "" */
+    pthread_rwlock_t lock;
+    bool lock_ready;
+    struct fn_table *table; /* static mode; swapped under the write lock */
+};
+
+static void table_free(struct fn_table *t)
+{
+    if (t == NULL)
+        return;
+    for (size_t i = 0; i < t->count; i++) {
+        free(t->items[i].url);
+        json_decref(t->items[i].annotations);
+        json_decref(t->items[i].labels);
+    }
+    free(t->items);
+    free(t);
+}
+
+static int entry_cmp(const void *a, const void *b)
+{
+    const struct fn_entry *x = a;
+    const struct fn_entry *y = b;
+    int c = strcmp(x->ns, y->ns);
+    return c != 0 ? c : strcmp(x->name, y->name);
+}
+
+static char *dup_str(const char *s)
+{
+    size_t n = strlen(s) + 1;
+    char *p = malloc(n);
+    if (p != NULL)
+        memcpy(p, s, n);
+    return p;
+}
+
+/* Reads the whole file so that an open/read failure keeps its errno (jansson's
+ * json_load_file would hide it behind a text message). */
+static enum cmn_status read_file(const char *path, char **out, size_t *out_len,
+                                 struct cmn_err *err)
+{
+    enum cmn_status st = CMN_OK;
+    FILE *f = NULL;
+    char *buf = NULL;
+    size_t len = 0, cap = 0;
+
+    f = fopen(path, "rb");
+    if (f == NULL) {
+        st = cmn_err_set(err, CMN_ERR_IO, errno, "functions_file %s: %s", path, strerror(errno));
+        goto out;
+    }
+    for (;;) {
+        if (len == cap) {
+            size_t ncap = cap == 0 ? 4096 : cap * 2;
+            if (ncap > (size_t)MAX_FILE_BYTES + 1)
+                ncap = (size_t)MAX_FILE_BYTES + 1;
+            if (ncap == cap) {
+                st = cmn_err_set(err, CMN_ERR_TOO_LARGE, 0,
+                                 "functions_file %s: larger than %ld bytes", path, MAX_FILE_BYTES);
+                goto out;
+            }
+            char *nbuf = realloc(buf, ncap);
+            if (nbuf == NULL) {
+                st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "functions_file %s: out of memory", path);
+                goto out;
+            }
+            buf = nbuf;
+            cap = ncap;
+        }
+        size_t n = fread(buf + len, 1, cap - len, f);
+        len += n;
+        if (n == 0) {
+            if (ferror(f)) {
+                st = cmn_err_set(err, CMN_ERR_IO, errno, "functions_file %s: read error", path);
+                goto out;
+            }
+            break;
+        }
+    }
+    *out = buf;
+    *out_len = len;
+    buf = NULL;
+out:
+    free(buf);
+    if (f != NULL)
+        fclose(f);
+    return st;
+}
+
+/* Accepts an absent/null member (→ empty object) or an object of strings. */
+static enum cmn_status string_map(json_t *fn, const char *key, size_t index, json_t **out,
+                                  struct cmn_err *err)
+{
+    json_t *v = json_object_get(fn, key);
+    const char *k;
+    json_t *item;
+
+    if (v == NULL || json_is_null(v)) {
+        *out = json_object();
+        if (*out == NULL)
+            return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+        return CMN_OK;
+    }
+    if (!json_is_object(v))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].%s: not an object", index, key);
+    json_object_foreach(v, k, item)
+    {
+        if (!json_is_string(item))
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].%s.%s: not a string",
+                               index, key, k);
+    }
+    *out = json_deep_copy(v);
+    if (*out == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+    return CMN_OK;
+}
+
+static bool url_valid(const char *url)
+{
+    const char *host;
+    if (strncmp(url, "http://", 7) == 0)
+        host = url + 7;
+    else if (strncmp(url, "https://", 8) == 0)
+        host = url + 8;
+    else
+        return false;
+    if (*host == '\0' || *host == '/')
+        return false;
+    for (const char *p = url; *p != '\0'; p++) {
+        unsigned char c = (unsigned char)*p;
+        if (c <= 0x20 || c == 0x7f)
+            return false;
+    }
+    return true;
+}
+
+static enum cmn_status parse_entry(json_t *fn, size_t index, struct fn_entry *e,
+                                   struct cmn_err *err)
+{
+    json_t *jname, *jns, *jurl;
+    const char *name, *ns, *url;
+    size_t url_len;
+
+    if (!json_is_object(fn))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu]: not an object", index);
+
+    jname = json_object_get(fn, "name");
+    if (!json_is_string(jname))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].name: missing or not a string",
+                           index);
+    name = json_string_value(jname);
+    if (!cmn_name_label_valid(name, strlen(name)))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].name \"%.64s\": not a valid name",
+                           index, name);
+
+    jns = json_object_get(fn, "namespace");
+    if (jns == NULL || json_is_null(jns) || (json_is_string(jns) && json_string_length(jns) == 0)) {
+        ns = DEFAULT_NS;
+    } else if (json_is_string(jns)) {
+        ns = json_string_value(jns);
+        if (!cmn_name_label_valid(ns, strlen(ns)))
+            return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                               "functions[%zu].namespace \"%.64s\": not a valid namespace", index, ns);
+    } else {
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].namespace: not a string", index);
+    }
+
+    jurl = json_object_get(fn, "url");
+    if (!json_is_string(jurl))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].url: missing or not a string",
+                           index);
+    url = json_string_value(jurl);
+    url_len = strlen(url);
+    while (url_len > 0 && url[url_len - 1] == '/')
+        url_len--;
+    if (url_len == 0 || url_len >= MAX_URL_BYTES)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].url: empty or too long", index);
+
+    /* Name lengths were checked above (<= 63), so these copies cannot truncate. */
+    snprintf(e->name, sizeof e->name, "%s", name);
+    snprintf(e->ns, sizeof e->ns, "%s", ns);
+    e->url = malloc(url_len + 1);
+    if (e->url == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+    memcpy(e->url, url, url_len);
+    e->url[url_len] = '\0';
+    if (!url_valid(e->url))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "functions[%zu].url \"%.200s\": not an http:// or https:// URL", index,
+                           e->url);
+
+    enum cmn_status st = string_map(fn, "annotations", index, &e->annotations, err);
+    if (st != CMN_OK)
+        return st;
+    return string_map(fn, "labels", index, &e->labels, err);
+}
+
+/* Parses functions.json into a new, sorted table. */
+static enum cmn_status load_table(const char *path, struct fn_table **out, struct cmn_err *err)
+{
+    enum cmn_status st;
+    char *text = NULL;
+    size_t text_len = 0;
+    json_t *root = NULL;
+    json_error_t jerr;
+    json_t *list;
+    struct fn_table *t = NULL;
+
+    st = read_file(path, &text, &text_len, err);
+    if (st != CMN_OK)
+        goto out;
+    root = json_loadb(text, text_len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "functions_file %s: line %d column %d: %s", path,
+                         jerr.line, jerr.column, jerr.text);
+        goto out;
+    }
+    list = json_object_get(root, "functions");
+    if (!json_is_array(list)) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0,
+                         "functions_file %s: expected an object with a \"functions\" array", path);
+        goto out;
+    }
+    t = calloc(1, sizeof *t);
+    if (t == NULL) {
+        st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+        goto out;
+    }
+    if (json_array_size(list) > 0) {
+        t->items = calloc(json_array_size(list), sizeof *t->items);
+        if (t->items == NULL) {
+            st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+            goto out;
+        }
+    }
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        /* count grows first so that table_free releases a half-parsed entry */
+        t->count++;
+        st = parse_entry(json_array_get(list, i), i, &t->items[i], err);
+        if (st != CMN_OK) {
+            if (err != NULL && st == CMN_ERR_INVALID) {
+                char msg[sizeof err->msg];
+                snprintf(msg, sizeof msg, "%s", err->msg);
+                cmn_err_set(err, st, 0, "functions_file %s: %s", path, msg);
+            }
+            goto out;
+        }
+    }
+    if (t->count > 1)
+        qsort(t->items, t->count, sizeof *t->items, entry_cmp);
+    for (size_t i = 1; i < t->count; i++) {
+        if (entry_cmp(&t->items[i - 1], &t->items[i]) == 0) {
+            st = cmn_err_set(err, CMN_ERR_INVALID, 0, "functions_file %s: duplicate function %s.%s",
+                             path, t->items[i].name, t->items[i].ns);
+            goto out;
+        }
+    }
+    *out = t;
+    t = NULL;
+    st = CMN_OK;
+out:
+    table_free(t);
+    json_decref(root);
+    free(text);
+    return st;
+}
+
+static const struct fn_entry *table_find(const struct fn_table *t, const char *name,
+                                         const char *ns)
+{
+    struct fn_entry key;
+    if (t == NULL || t->count == 0)
+        return NULL;
+    if (snprintf(key.name, sizeof key.name, "%s", name) >= (int)sizeof key.name ||
+        snprintf(key.ns, sizeof key.ns, "%s", ns) >= (int)sizeof key.ns)
+        return NULL;
+    return bsearch(&key, t->items, t->count, sizeof *t->items, entry_cmp);
+}
+
+static bool suffix_valid(const char *s)
+{
+    for (const char *p = s; *p != '\0'; p++) {
+        char c = *p;
+        if (!((c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+              c == '-' || c == '.'))
+            return false;
+    }
+    return strlen(s) <= MAX_SUFFIX_BYTES;
+}
+
+enum cmn_status cmn_resolver_new(const struct cmn_resolver_config *config,
+                                 struct cmn_resolver **out, struct cmn_err *err)
+{
+    enum cmn_status st = CMN_OK;
+    struct cmn_resolver *r = NULL;
+    bool has_file;
+
+    if (config == NULL || out == NULL)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "resolver: missing config");
+    has_file = config->functions_file != NULL && config->functions_file[0] != '\0';
+    if (has_file && config->direct_functions)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "set either functions_file or direct_functions=true, not both");
+    if (!has_file && !config->direct_functions)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "no function resolver: set functions_file or direct_functions=true");
+
+    r = calloc(1, sizeof *r);
+    if (r == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+    if (pthread_rwlock_init(&r->lock, NULL) != 0) {
+        st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "resolver: cannot create lock");
+        goto out;
+    }
+    r->lock_ready = true;
+
+    if (config->direct_functions) {
+        const char *suffix = config->direct_suffix != NULL ? config->direct_suffix : "";
+        while (*suffix == '.')
+            suffix++;
+        if (!suffix_valid(suffix)) {
+            st = cmn_err_set(err, CMN_ERR_INVALID, 0,
+                             "direct_functions_suffix \"%.64s\": not a DNS suffix", suffix);
+            goto out;
+        }
+        r->mode = CMN_RESOLVER_DNS;
+        r->suffix = dup_str(suffix);
+        if (r->suffix == NULL) {
+            st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+            goto out;
+        }
+        /* A trailing '.' would produce "name.ns.:8080". */
+        size_t n = strlen(r->suffix);
+        while (n > 0 && r->suffix[n - 1] == '.')
+            r->suffix[--n] = '\0';
+    } else {
+        r->mode = CMN_RESOLVER_STATIC;
+        r->file = dup_str(config->functions_file);
+        if (r->file == NULL) {
+            st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+            goto out;
+        }
+        st = load_table(r->file, &r->table, err);
+        if (st != CMN_OK)
+            goto out;
+    }
+    *out = r;
+    r = NULL;
+out:
+    cmn_resolver_free(r);
+    return st;
+}
+
+void cmn_resolver_free(struct cmn_resolver *r)
+{
+    if (r == NULL)
+        return;
+    table_free(r->table);
+    free(r->file);
+    free(r->suffix);
+    if (r->lock_ready)
+        pthread_rwlock_destroy(&r->lock);
+    free(r);
+}
+
+enum cmn_resolver_mode cmn_resolver_mode(const struct cmn_resolver *r)
+{
+    return r->mode;
+}
+
+/* DNS mode has nothing to re-read, so a SIGHUP there is a harmless no-op. */
+enum cmn_status cmn_resolver_reload(struct cmn_resolver *r, struct cmn_err *err)
+{
+    struct fn_table *fresh = NULL;
+    struct fn_table *old;
+    enum cmn_status st;
+
+    if (r == NULL)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "resolver: NULL");
+    if (r->mode != CMN_RESOLVER_STATIC)
+        return CMN_OK;
+    /* Parse outside the lock: lookups continue on the old table meanwhile. */
+    st = load_table(r->file, &fresh, err);
+    if (st != CMN_OK)
+        return st;
+    pthread_rwlock_wrlock(&r->lock);
+    old = r->table;
+    r->table = fresh;
+    pthread_rwlock_unlock(&r->lock);
+    table_free(old);
+    return CMN_OK;
+}
+
+enum cmn_status cmn_resolver_lookup(struct cmn_resolver *r, const struct cmn_fn_name *fn,
+                                    char *url, size_t size, struct cmn_err *err)
+{
+    enum cmn_status st = CMN_OK;
+    int n;
+
+    if (r == NULL || fn == NULL || url == NULL)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "resolver: NULL argument");
+    if (!cmn_name_label_valid(fn->name, strnlen(fn->name, sizeof fn->name)) ||
+        !cmn_name_label_valid(fn->ns, strnlen(fn->ns, sizeof fn->ns)))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "resolver: invalid function name");
+
+    if (r->mode == CMN_RESOLVER_DNS) {
+        if (r->suffix[0] != '\0')
+            n = snprintf(url, size, "http://%s.%s.%s:8080", fn->name, fn->ns, r->suffix);
+        else
+            n = snprintf(url, size, "http://%s.%s:8080", fn->name, fn->ns);
+        if (n < 0 || (size_t)n >= size)
+            return cmn_err_set(err, CMN_ERR_TOO_LARGE, 0, "resolver: URL buffer too small");
+        return CMN_OK;
+    }
+
+    pthread_rwlock_rdlock(&r->lock);
+    const struct fn_entry *e = table_find(r->table, fn->name, fn->ns);
+    if (e == NULL) {
+        st = cmn_err_set(err, CMN_ERR_NOT_FOUND, 0, "function %s.%s not found", fn->name, fn->ns);
+        goto out;
+    }
+    n = snprintf(url, size, "%s", e->url);
+    if (n < 0 || (size_t)n >= size) {
+        st = cmn_err_set(err, CMN_ERR_TOO_LARGE, 0, "resolver: URL buffer too small");
+        goto out;
+    }
+out:
+    pthread_rwlock_unlock(&r->lock);
+    return st;
+}
+
+/* One faas-provider FunctionStatus. The upstream URL is deliberately left out:
+ * it is internal topology, not something /system/functions should reveal. */
+static json_t *status_json(const struct fn_entry *e)
+{
+    json_t *o = json_object();
+    if (o == NULL)
+        return NULL;
+    if (json_object_set_new(o, "name", json_string(e->name)) != 0 ||
+        json_object_set_new(o, "image", json_string("")) != 0 ||
+        json_object_set_new(o, "namespace", json_string(e->ns)) != 0 ||
+        json_object_set_new(o, "envProcess", json_string("")) != 0 ||
+        json_object_set_new(o, "labels", json_deep_copy(e->labels)) != 0 ||
+        json_object_set_new(o, "annotations", json_deep_copy(e->annotations)) != 0 ||
+        json_object_set_new(o, "invocationCount", json_integer(0)) != 0 ||
+        json_object_set_new(o, "replicas", json_integer(1)) != 0 ||
+        json_object_set_new(o, "availableReplicas", json_integer(1)) != 0) {
+        json_decref(o);
+        return NULL;
+    }
+    return o;
+}
+
+char *cmn_resolver_list_json(struct cmn_resolver *r, const char *ns)
+{
+    json_t *arr = NULL;
+    char *text = NULL;
+
+    if (r == NULL)
+        return NULL;
+    arr = json_array();
+    if (arr == NULL)
+        return NULL;
+    if (r->mode == CMN_RESOLVER_STATIC) {
+        pthread_rwlock_rdlock(&r->lock);
+        for (size_t i = 0; r->table != NULL && i < r->table->count; i++) {
+            const struct fn_entry *e = &r->table->items[i];
+            if (ns != NULL && strcmp(ns, e->ns) != 0)
+                continue;
+            if (json_array_append_new(arr, status_json(e)) != 0) {
+                pthread_rwlock_unlock(&r->lock);
+                goto out;
+            }
+        }
+        pthread_rwlock_unlock(&r->lock);
+    }
+    text = json_dumps(arr, JSON_COMPACT);
+out:
+    json_decref(arr);
+    return text;
+}
+
+char *cmn_resolver_function_json(struct cmn_resolver *r, const struct cmn_fn_name *fn)
+{
+    json_t *o = NULL;
+    char *text = NULL;
+
+    if (r == NULL || fn == NULL || r->mode != CMN_RESOLVER_STATIC)
+        return NULL;
+    pthread_rwlock_rdlock(&r->lock);
+    const struct fn_entry *e = table_find(r->table, fn->name, fn->ns);
+    if (e != NULL)
+        o = status_json(e);
+    pthread_rwlock_unlock(&r->lock);
+    if (o != NULL)
+        text = json_dumps(o, JSON_COMPACT);
+    json_decref(o);
+    return text;
+}

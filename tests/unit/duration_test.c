@@ -1,0 +1,105 @@
+/* Unit tests for cmn/duration.h: OpenFaaS "plain seconds or Go duration". */
+#include "check.h"
+
+#include <stdint.h>
+#include "cmn/duration.h"
+
+static void expect_ms(const char *text, int64_t want, int line)
+{
+    int64_t got = -12345;
+    struct cmn_err err = {0};
+    enum cmn_status st = cmn_duration_parse_ms(text, &got, &err);
+    check_total++;
+    if (st != CMN_OK || got != want) {
+        check_failures++;
+        fprintf(stderr, "%s:%d: parse \"%s\": status %d (%s) value %lld, want %lld\n", __FILE__,
+                line, text, (int)st, err.msg, (long long)got, (long long)want);
+    }
+}
+
+static void expect_invalid(const char *text, int line)
+{
+    int64_t got = -12345;
+    struct cmn_err err = {0};
+    enum cmn_status st = cmn_duration_parse_ms(text, &got, &err);
+    check_total++;
+    if (st != CMN_ERR_INVALID || got != -12345 || err.msg[0] == '\0') {
+        check_failures++;
+        fprintf(stderr,
+                "%s:%d: parse \"%s\": want CMN_ERR_INVALID with a reason and no output, got "
+                "status %d value %lld msg \"%s\"\n",
+                __FILE__, line, text, (int)st, (long long)got, err.msg);
+    }
+}
+
+#define OK(text, ms) expect_ms((text), (ms), __LINE__)
+#define BAD(text) expect_invalid((text), __LINE__)
+
+static void test_parse(void)
+{
+    OK("60", 60000);
+    OK("0", 0);
+    OK("1", 1000);
+    OK("1m05s", 65000);
+    OK("1m5s", 65000);
+    OK("500ms", 500);
+    OK("1.5s", 1500);
+    OK("1h", 3600000);
+    OK("2h30m", 9000000);
+    OK("0s", 0);
+    OK("1500us", 1);    /* sub-millisecond rounds down */
+    OK("999999ns", 0);  /* rounds down */
+    OK("0.5ms", 0);
+    OK("10s", 10000);
+    OK("120", 120000);
+
+    BAD("");
+    BAD("-1");
+    BAD("-5s");
+    BAD("5x");
+    BAD("1m5");   /* Go: missing unit after 5 */
+    BAD("s");
+    BAD("ms");
+    BAD("1.5");   /* a bare number must be an integer (OpenFaaS: Atoi, then ParseDuration) */
+    BAD("1 s");
+    BAD("abc");
+    BAD("99999999999999999999");        /* seconds overflow int64 */
+    BAD("9223372036854775807");         /* seconds * 1000 overflows */
+    BAD("9223372036854775807h");
+    BAD("100000000000000h");
+}
+
+static void test_null_err(void)
+{
+    int64_t ms = 0;
+    CHECK(cmn_duration_parse_ms("5x", &ms, NULL) == CMN_ERR_INVALID);
+    CHECK(cmn_duration_parse_ms("5s", &ms, NULL) == CMN_OK);
+    CHECK_INT(ms, 5000);
+}
+
+static void test_format(void)
+{
+    char buf[64];
+    CHECK_STR(cmn_duration_format(65000, buf, sizeof buf), "1m5s");
+    CHECK_STR(cmn_duration_format(500, buf, sizeof buf), "500ms");
+    CHECK_STR(cmn_duration_format(0, buf, sizeof buf), "0s");
+    CHECK_STR(cmn_duration_format(10000, buf, sizeof buf), "10s");
+
+    /* Whatever the exact spelling, formatting then parsing gives the value back. */
+    static const int64_t values[] = {1, 999, 1000, 1500, 59999, 60000, 3600000, 3661001,
+                                     86400000};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        int64_t back = -1;
+        cmn_duration_format(values[i], buf, sizeof buf);
+        CHECK(cmn_duration_parse_ms(buf, &back, NULL) == CMN_OK);
+        CHECK_INT(back, values[i]);
+    }
+}
+
+int main(void)
+{
+    test_parse();
+    test_null_err();
+    test_format();
+    return check_report("duration_test");
+}

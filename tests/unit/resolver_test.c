@@ -1,0 +1,295 @@
+/* Unit tests for cmn/resolver.h: static mode from tests/unit/data fixtures
+ * (run with the repository root as working directory), reload, DNS mode and the
+ * FunctionStatus JSON. */
+#include "check.h"
+
+#include <jansson.h>
+#include <stdlib.h>
+#include <unistd.h>
+#include "cmn/resolver.h"
+
+#define DATA "tests/unit/data/"
+
+static struct cmn_fn_name fn_name(const char *name, const char *ns)
+{
+    struct cmn_fn_name fn;
+    memset(&fn, 0, sizeof fn);
+    snprintf(fn.name, sizeof fn.name, "%s", name);
+    snprintf(fn.ns, sizeof fn.ns, "%s", ns);
+    return fn;
+}
+
+static enum cmn_status open_static(const char *file, struct cmn_resolver **r, struct cmn_err *err)
+{
+    struct cmn_resolver_config cfg = {.functions_file = file};
+    return cmn_resolver_new(&cfg, r, err);
+}
+
+static enum cmn_status lookup(struct cmn_resolver *r, const char *name, const char *ns, char *url,
+                              size_t size)
+{
+    struct cmn_fn_name fn = fn_name(name, ns);
+    return cmn_resolver_lookup(r, &fn, url, size, NULL);
+}
+
+static void test_static(void)
+{
+    struct cmn_resolver *r = NULL;
+    struct cmn_err err = {0};
+    char url[256];
+
+    CHECK(open_static(DATA "functions.json", &r, &err) == CMN_OK);
+    if (r == NULL) {
+        fprintf(stderr, "resolver: %s\n", err.msg);
+        return;
+    }
+    CHECK(cmn_resolver_mode(r) == CMN_RESOLVER_STATIC);
+
+    CHECK(lookup(r, "figlet", "openfaas-fn", url, sizeof url) == CMN_OK);
+    CHECK_STR(url, "http://127.0.0.1:8081"); /* trailing '/' stripped */
+    CHECK(lookup(r, "sleep", "openfaas-fn", url, sizeof url) == CMN_OK); /* default namespace */
+    CHECK_STR(url, "http://127.0.0.1:8082");
+    CHECK(lookup(r, "echo", "dev", url, sizeof url) == CMN_OK);
+    CHECK_STR(url, "https://echo.dev.example:9443/base");
+
+    struct cmn_fn_name fn = fn_name("figlet", "dev");
+    snprintf(url, sizeof url, "%s", "untouched");
+    CHECK(cmn_resolver_lookup(r, &fn, url, sizeof url, &err) == CMN_ERR_NOT_FOUND);
+    CHECK_CONTAINS(err.msg, "figlet");
+    CHECK(lookup(r, "nope", "openfaas-fn", url, sizeof url) == CMN_ERR_NOT_FOUND);
+    CHECK(lookup(r, "echo", "openfaas-fn", url, sizeof url) == CMN_ERR_NOT_FOUND);
+
+    /* a URL buffer that is too small */
+    char tiny[8];
+    CHECK(lookup(r, "figlet", "openfaas-fn", tiny, sizeof tiny) == CMN_ERR_TOO_LARGE);
+
+    /* reload of an unchanged file is fine */
+    CHECK(cmn_resolver_reload(r, &err) == CMN_OK);
+    CHECK(lookup(r, "figlet", "openfaas-fn", url, sizeof url) == CMN_OK);
+    cmn_resolver_free(r);
+    cmn_resolver_free(NULL);
+}
+
+static void expect_load_error(const char *file, enum cmn_status want, const char *in_msg,
+                              int line)
+{
+    struct cmn_resolver *r = (struct cmn_resolver *)&r; /* must stay untouched */
+    struct cmn_resolver *sentinel = r;
+    struct cmn_err err = {0};
+    enum cmn_status st = open_static(file, &r, &err);
+    check_total++;
+    if (st != want || r != sentinel || (in_msg != NULL && strstr(err.msg, in_msg) == NULL)) {
+        check_failures++;
+        fprintf(stderr, "%s:%d: %s: want %d with \"%s\", got %d \"%s\"\n", __FILE__, line, file,
+                (int)want, in_msg ? in_msg : "", (int)st, err.msg);
+    }
+}
+
+static void test_bad_files(void)
+{
+    expect_load_error(DATA "does-not-exist.json", CMN_ERR_IO, "does-not-exist.json", __LINE__);
+    expect_load_error(DATA "functions-bad-json.json", CMN_ERR_INVALID, "line", __LINE__);
+    expect_load_error(DATA "functions-dup.json", CMN_ERR_INVALID, "duplicate", __LINE__);
+    expect_load_error(DATA "functions-bad-name.json", CMN_ERR_INVALID, "name", __LINE__);
+    expect_load_error(DATA "functions-bad-url.json", CMN_ERR_INVALID, "url", __LINE__);
+    expect_load_error(DATA "functions-no-list.json", CMN_ERR_INVALID, "functions", __LINE__);
+}
+
+static void write_file(const char *path, const char *text)
+{
+    FILE *f = fopen(path, "w");
+    CHECK(f != NULL);
+    if (f == NULL)
+        return;
+    fputs(text, f);
+    fclose(f);
+}
+
+static void test_reload(void)
+{
+    char path[] = "/tmp/cfaas-resolver-test-XXXXXX";
+    int fd = mkstemp(path);
+    struct cmn_resolver *r = NULL;
+    struct cmn_err err = {0};
+    char url[256];
+
+    CHECK(fd >= 0);
+    if (fd < 0)
+        return;
+    close(fd);
+    write_file(path, "{\"functions\":[{\"name\":\"one\",\"url\":\"http://h:1\"}]}");
+    CHECK(open_static(path, &r, &err) == CMN_OK);
+    if (r == NULL)
+        goto out;
+    CHECK(lookup(r, "one", "openfaas-fn", url, sizeof url) == CMN_OK);
+    CHECK(lookup(r, "two", "openfaas-fn", url, sizeof url) == CMN_ERR_NOT_FOUND);
+
+    write_file(path, "{\"functions\":[{\"name\":\"two\",\"url\":\"http://h:2\"}]}");
+    CHECK(cmn_resolver_reload(r, &err) == CMN_OK);
+    CHECK(lookup(r, "one", "openfaas-fn", url, sizeof url) == CMN_ERR_NOT_FOUND);
+    CHECK(lookup(r, "two", "openfaas-fn", url, sizeof url) == CMN_OK);
+    CHECK_STR(url, "http://h:2");
+
+    /* a broken file keeps the previous table */
+    write_file(path, "{\"functions\":[{\"name\":\"three\",");
+    CHECK(cmn_resolver_reload(r, &err) == CMN_ERR_INVALID);
+    CHECK(lookup(r, "two", "openfaas-fn", url, sizeof url) == CMN_OK);
+
+    /* so does a missing one */
+    unlink(path);
+    CHECK(cmn_resolver_reload(r, &err) == CMN_ERR_IO);
+    CHECK(lookup(r, "two", "openfaas-fn", url, sizeof url) == CMN_OK);
+
+    /* an empty list is valid */
+    write_file(path, "{\"functions\":[]}");
+    CHECK(cmn_resolver_reload(r, &err) == CMN_OK);
+    CHECK(lookup(r, "two", "openfaas-fn", url, sizeof url) == CMN_ERR_NOT_FOUND);
+    char *list = cmn_resolver_list_json(r, NULL);
+    CHECK_STR(list, "[]");
+    free(list);
+out:
+    cmn_resolver_free(r);
+    unlink(path);
+}
+
+static void test_modes(void)
+{
+    struct cmn_resolver *r = NULL;
+    struct cmn_err err = {0};
+    char url[256];
+
+    struct cmn_resolver_config both = {.functions_file = DATA "functions.json",
+                                       .direct_functions = true,
+                                       .direct_suffix = "svc.cluster.local"};
+    CHECK(cmn_resolver_new(&both, &r, &err) == CMN_ERR_INVALID);
+    CHECK(r == NULL);
+    struct cmn_resolver_config neither = {0};
+    CHECK(cmn_resolver_new(&neither, &r, &err) == CMN_ERR_INVALID);
+    CHECK(r == NULL);
+
+    struct cmn_resolver_config dns = {.direct_functions = true,
+                                      .direct_suffix = "svc.cluster.local"};
+    CHECK(cmn_resolver_new(&dns, &r, &err) == CMN_OK);
+    if (r != NULL) {
+        CHECK(cmn_resolver_mode(r) == CMN_RESOLVER_DNS);
+        CHECK(lookup(r, "figlet", "openfaas-fn", url, sizeof url) == CMN_OK);
+        CHECK_STR(url, "http://figlet.openfaas-fn.svc.cluster.local:8080");
+        CHECK(lookup(r, "anything", "dev", url, sizeof url) == CMN_OK);
+        CHECK_STR(url, "http://anything.dev.svc.cluster.local:8080");
+        char tiny[16];
+        CHECK(lookup(r, "figlet", "openfaas-fn", tiny, sizeof tiny) == CMN_ERR_TOO_LARGE);
+        CHECK(lookup(r, "Bad", "openfaas-fn", url, sizeof url) == CMN_ERR_INVALID);
+        CHECK(cmn_resolver_reload(r, &err) == CMN_OK); /* nothing to re-read */
+        char *list = cmn_resolver_list_json(r, NULL);
+        CHECK_STR(list, "[]");
+        free(list);
+        struct cmn_fn_name fn = fn_name("figlet", "openfaas-fn");
+        CHECK(cmn_resolver_function_json(r, &fn) == NULL);
+        cmn_resolver_free(r);
+        r = NULL;
+    }
+
+    struct cmn_resolver_config dns_empty = {.direct_functions = true, .direct_suffix = ""};
+    CHECK(cmn_resolver_new(&dns_empty, &r, &err) == CMN_OK);
+    if (r != NULL) {
+        CHECK(lookup(r, "figlet", "openfaas-fn", url, sizeof url) == CMN_OK);
+        CHECK_STR(url, "http://figlet.openfaas-fn:8080");
+        cmn_resolver_free(r);
+        r = NULL;
+    }
+    struct cmn_resolver_config dns_null = {.direct_functions = true};
+    CHECK(cmn_resolver_new(&dns_null, &r, &err) == CMN_OK);
+    if (r != NULL) {
+        CHECK(lookup(r, "figlet", "dev", url, sizeof url) == CMN_OK);
+        CHECK_STR(url, "http://figlet.dev:8080");
+        cmn_resolver_free(r);
+        r = NULL;
+    }
+    struct cmn_resolver_config dns_bad = {.direct_functions = true, .direct_suffix = "a/b"};
+    CHECK(cmn_resolver_new(&dns_bad, &r, &err) == CMN_ERR_INVALID);
+    CHECK(r == NULL);
+}
+
+static const char *obj_str(json_t *o, const char *key)
+{
+    return json_string_value(json_object_get(o, key));
+}
+
+static void test_json(void)
+{
+    struct cmn_resolver *r = NULL;
+    json_error_t jerr;
+
+    CHECK(open_static(DATA "functions.json", &r, NULL) == CMN_OK);
+    if (r == NULL)
+        return;
+
+    char *text = cmn_resolver_list_json(r, NULL);
+    json_t *list = text ? json_loads(text, 0, &jerr) : NULL;
+    CHECK(json_is_array(list));
+    CHECK_INT(json_array_size(list), 3);
+    int seen = 0;
+    for (size_t i = 0; i < json_array_size(list); i++) {
+        json_t *f = json_array_get(list, i);
+        const char *name = obj_str(f, "name");
+        if (name != NULL && strcmp(name, "figlet") == 0) {
+            seen |= 1;
+            CHECK_STR(obj_str(f, "namespace"), "openfaas-fn");
+            CHECK_STR(obj_str(f, "image"), "");
+            CHECK_INT(json_integer_value(json_object_get(f, "replicas")), 1);
+            CHECK_INT(json_integer_value(json_object_get(f, "availableReplicas")), 1);
+            CHECK(json_is_integer(json_object_get(f, "invocationCount")));
+            CHECK_STR(obj_str(json_object_get(f, "annotations"), "com.openfaas.queue"),
+                      "faas-request");
+            CHECK_STR(obj_str(json_object_get(f, "labels"), "team"), "demo");
+        } else if (name != NULL && strcmp(name, "sleep") == 0) {
+            seen |= 2;
+            CHECK_STR(obj_str(f, "namespace"), "openfaas-fn");
+            CHECK(json_is_object(json_object_get(f, "labels")));
+        } else if (name != NULL && strcmp(name, "echo") == 0) {
+            seen |= 4;
+            CHECK_STR(obj_str(f, "namespace"), "dev");
+            CHECK(json_is_object(json_object_get(f, "annotations")));
+        }
+        CHECK(json_object_get(f, "url") == NULL); /* upstream URLs are not leaked */
+    }
+    CHECK_INT(seen, 7);
+    CHECK(text == NULL || strstr(text, "127.0.0.1") == NULL);
+    json_decref(list);
+    free(text);
+
+    text = cmn_resolver_list_json(r, "dev");
+    list = text ? json_loads(text, 0, &jerr) : NULL;
+    CHECK_INT(json_array_size(list), 1);
+    CHECK_STR(obj_str(json_array_get(list, 0), "name"), "echo");
+    json_decref(list);
+    free(text);
+
+    text = cmn_resolver_list_json(r, "nobody");
+    CHECK_STR(text, "[]");
+    free(text);
+
+    struct cmn_fn_name fn = fn_name("figlet", "openfaas-fn");
+    text = cmn_resolver_function_json(r, &fn);
+    json_t *one = text ? json_loads(text, 0, &jerr) : NULL;
+    CHECK(json_is_object(one));
+    CHECK_STR(obj_str(one, "name"), "figlet");
+    CHECK_STR(obj_str(one, "namespace"), "openfaas-fn");
+    CHECK(json_object_get(one, "url") == NULL);
+    json_decref(one);
+    free(text);
+
+    fn = fn_name("figlet", "dev");
+    CHECK(cmn_resolver_function_json(r, &fn) == NULL);
+    cmn_resolver_free(r);
+}
+
+int main(void)
+{
+    test_static();
+    test_bad_files();
+    test_reload();
+    test_modes();
+    test_json();
+    return check_report("resolver_test");
+}
