@@ -10,7 +10,8 @@
 
 const struct cmn_config_entry wd_config_table[] = {
     {"fprocess", CMN_CFG_STRING, NULL, 0, -1, offsetof(struct wd_config, fprocess), false,
-     "command run once per request via /bin/sh -c (required), body on stdin, stdout is the response"},
+     "command run once per request via /bin/sh -c (required), body on stdin, stdout is the "
+     "response"},
     {"bind_address", CMN_CFG_STRING, "0.0.0.0", 0, -1, offsetof(struct wd_config, bind_address),
      false, "address to listen on"},
     {"port", CMN_CFG_INT, "8080", 1, 65535, offsetof(struct wd_config, port), false,
@@ -25,7 +26,8 @@ const struct cmn_config_entry wd_config_table[] = {
      offsetof(struct wd_config, exec_timeout_ms), false,
      "deadline per call; the process group is killed and the reply is 504; 0 = no limit"},
     {"max_body_bytes", CMN_CFG_INT, "10485760", 0, 1024LL * MIB,
-     offsetof(struct wd_config, max_body_bytes), false, "request body limit in bytes (413 over it)"},
+     offsetof(struct wd_config, max_body_bytes), false,
+     "request body limit in bytes (413 over it)"},
     {"max_output_bytes", CMN_CFG_INT, "67108864", 1, 4096LL * MIB,
      offsetof(struct wd_config, max_output_bytes), false,
      "captured stdout limit in bytes; over it the child is killed and the reply is 500"},

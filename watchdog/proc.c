@@ -3,6 +3,8 @@
  * events, the exec deadline timer, the stdout cap, and reaping on SIGCHLD.
  * A proc is "done" once it is reaped and both output pipes are closed; then its
  * done callback runs exactly once. */
+/* Linux/glibc: pipe2 and posix_spawn_file_actions_addclosefrom_np (glibc 2.34). */
+#define _GNU_SOURCE
 #include "proc.h"
 
 #include <errno.h>
@@ -340,6 +342,10 @@ enum cmn_status wd_proc_start(const struct wd_proc_spec *spec, wd_proc_done_cb c
     sigaddset(&defaults, SIGTERM);
     sigaddset(&defaults, SIGINT);
     sigaddset(&defaults, SIGHUP);
+    sigaddset(&defaults, SIGQUIT);
+    sigaddset(&defaults, SIGUSR1);
+    sigaddset(&defaults, SIGUSR2);
+    sigaddset(&defaults, SIGALRM);
     if ((rc = posix_spawnattr_setflags(&attr, POSIX_SPAWN_SETPGROUP | POSIX_SPAWN_SETSIGDEF |
                                                   POSIX_SPAWN_SETSIGMASK)) != 0 ||
         (rc = posix_spawnattr_setpgroup(&attr, 0)) != 0 ||

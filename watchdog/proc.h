@@ -26,12 +26,12 @@ enum wd_proc_outcome {
 /* What a finished child left behind; passed to wd_proc_done_cb. */
 struct wd_proc_result {
     enum wd_proc_outcome outcome;
-    int exit_code;          /* WD_PROC_EXITED: 0..255 */
-    int signal;             /* WD_PROC_SIGNALED: the signal number */
-    double duration_s;      /* seconds from spawn to reap (monotonic clock) */
-    struct evbuffer *out;   /* captured stdout; bound to the proc: the callback may
-                               drain or move it, it is freed by wd_proc_free */
-    struct evbuffer *err;   /* captured stderr (first max_stderr_bytes); bound, as out */
+    int exit_code;        /* WD_PROC_EXITED: 0..255 */
+    int signal;           /* WD_PROC_SIGNALED: the signal number */
+    double duration_s;    /* seconds from spawn to reap (monotonic clock) */
+    struct evbuffer *out; /* captured stdout; bound to the proc: the callback may
+                             drain or move it, it is freed by wd_proc_free */
+    struct evbuffer *err; /* captured stderr (first max_stderr_bytes); bound, as out */
 };
 
 /* Runs once per successfully started proc, on the event-loop thread, after the

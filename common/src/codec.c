@@ -42,11 +42,9 @@ static enum cmn_status add_checked(struct cmn_headers *out, const char *name, co
     return CMN_OK;
 }
 
-enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers *out,
-                                struct cmn_err *err)
+static enum cmn_status encode_into(const struct cmn_call *call, struct cmn_headers *out,
+                                   struct cmn_err *err)
 {
-    if (call->call_id[0] == '\0' || call->function == NULL || call->method == NULL)
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "call id, function and method are required");
     char start[32];
     snprintf(start, sizeof(start), "%" PRId64, call->start_ns);
     enum cmn_status st;
@@ -74,6 +72,23 @@ enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers 
             return st;
     }
     return CMN_OK;
+}
+
+enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers *out,
+                                struct cmn_err *err)
+{
+    if (!cmn_callid_valid(call->call_id) || call->function == NULL || call->method == NULL)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "a valid call id, a function and a method are required");
+    struct cmn_headers tmp;
+    cmn_headers_init(&tmp);
+    enum cmn_status st = encode_into(call, &tmp, err);
+    /* Append to the caller's list only on success (out-parameters untouched on error). */
+    for (size_t i = 0; st == CMN_OK && i < tmp.count; i++)
+        if (cmn_headers_add(out, tmp.items[i].name, tmp.items[i].value) != CMN_OK)
+            st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+    cmn_headers_free(&tmp);
+    return st;
 }
 
 static enum cmn_status dup_field(char **slot, const char *value, struct cmn_err *err)

@@ -215,7 +215,8 @@ void cmn_config_log(const char *program, const struct cmn_config_entry *table, s
             break;
         off += (size_t)n;
     }
-    LOG_INFO(NULL, "%s config: %s", program, line);
+    /* Always printed, whatever log_level says (DESIGN §7). */
+    cmn_log_write(CMN_LOG_INFO, NULL, "%s config: %s", program, line);
 }
 
 void cmn_config_print_help(FILE *out, const char *program, const struct cmn_config_entry *table,

@@ -8,12 +8,17 @@
 #include <stdio.h>
 #include <string.h>
 
+/* Units in nanoseconds. Arithmetic is done in integers, as Go does, so that
+ * "1.001s" is exactly 1001 ms. */
 static const struct {
     const char *unit;
-    double ms;
+    int64_t ns;
 } units[] = {
-    {"ns", 1e-6}, {"us", 1e-3}, {"µs", 1e-3}, {"ms", 1.0}, {"s", 1e3}, {"m", 6e4}, {"h", 3.6e6},
+    {"ns", 1}, {"us", 1000}, {"\xc2\xb5s", 1000}, {"ms", 1000000},
+    {"s", 1000000000}, {"m", 60000000000LL}, {"h", 3600000000000LL},
 };
+
+#define DURATION_MAX_NS (INT64_MAX / 2)
 
 enum cmn_status cmn_duration_parse_ms(const char *text, int64_t *out_ms, struct cmn_err *err)
 {
@@ -25,6 +30,8 @@ enum cmn_status cmn_duration_parse_ms(const char *text, int64_t *out_ms, struct 
         if (!isdigit((unsigned char)*q))
             all_digits = false;
     if (all_digits) {
+        while (p[0] == '0' && p[1] != '\0')
+            p++;
         if (strlen(p) > 12)
             return cmn_err_set(err, CMN_ERR_INVALID, 0, "duration \"%s\" too large", text);
         int64_t secs = 0;
@@ -33,14 +40,16 @@ enum cmn_status cmn_duration_parse_ms(const char *text, int64_t *out_ms, struct 
         *out_ms = secs * 1000;
         return CMN_OK;
     }
-    double total = 0;
+    int64_t total_ns = 0;
     while (*p) {
         if (!isdigit((unsigned char)*p) && *p != '.')
             return cmn_err_set(err, CMN_ERR_INVALID, 0,
                                "duration \"%s\": expected a number at \"%s\"", text, p);
-        double whole = 0, frac = 0, scale = 1;
+        int64_t whole = 0, frac = 0, frac_scale = 1;
         bool digits = false;
         while (isdigit((unsigned char)*p)) {
+            if (whole > DURATION_MAX_NS / 10)
+                return cmn_err_set(err, CMN_ERR_INVALID, 0, "duration \"%s\" too large", text);
             whole = whole * 10 + (*p - '0');
             p++;
             digits = true;
@@ -48,8 +57,10 @@ enum cmn_status cmn_duration_parse_ms(const char *text, int64_t *out_ms, struct 
         if (*p == '.') {
             p++;
             while (isdigit((unsigned char)*p)) {
-                scale /= 10;
-                frac += (*p - '0') * scale;
+                if (frac_scale < 1000000000000000LL) { /* extra digits cannot matter */
+                    frac = frac * 10 + (*p - '0');
+                    frac_scale *= 10;
+                }
                 p++;
                 digits = true;
             }
@@ -57,23 +68,30 @@ enum cmn_status cmn_duration_parse_ms(const char *text, int64_t *out_ms, struct 
         if (!digits)
             return cmn_err_set(err, CMN_ERR_INVALID, 0, "duration \"%s\": bad number", text);
         size_t best = 0;
-        double mult = 0;
+        int64_t unit_ns = 0;
         for (size_t i = 0; i < sizeof(units) / sizeof(units[0]); i++) {
             size_t ul = strlen(units[i].unit);
             if (ul > best && strncmp(p, units[i].unit, ul) == 0) {
                 best = ul;
-                mult = units[i].ms;
+                unit_ns = units[i].ns;
             }
         }
         if (best == 0)
             return cmn_err_set(err, CMN_ERR_INVALID, 0,
                                "duration \"%s\": missing or unknown unit (use h, m, s, ms)", text);
         p += best;
-        total += (whole + frac) * mult;
-        if (total > 9.0e15)
+        if (whole > DURATION_MAX_NS / unit_ns)
             return cmn_err_set(err, CMN_ERR_INVALID, 0, "duration \"%s\" too large", text);
+        int64_t part = whole * unit_ns;
+        /* frac / frac_scale of a unit: frac < frac_scale <= 1e15, unit_ns <= 3.6e12,
+         * so split the product to stay inside 64 bits. */
+        if (frac > 0)
+            part += (int64_t)((double)frac * ((double)unit_ns / (double)frac_scale) + 0.5);
+        if (part > DURATION_MAX_NS - total_ns)
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "duration \"%s\" too large", text);
+        total_ns += part;
     }
-    *out_ms = (int64_t)total;
+    *out_ms = total_ns / 1000000;
     return CMN_OK;
 }
 

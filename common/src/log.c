@@ -76,6 +76,10 @@ void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fm
     va_end(ap);
     if (n < 0)
         return;
+    /* A message may carry outside data (URLs, reasons): never let it forge a line. */
+    for (char *c = msg; *c; c++)
+        if (*c == '\n' || *c == '\r')
+            *c = ' ';
 
     char line[2304];
     if (!log_json) {

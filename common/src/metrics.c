@@ -21,12 +21,12 @@ static const double bucket_bounds[] = {.005, .01, .025, .05, .1, .25, .5, 1, 2.5
 
 struct series {
     struct metric *metric;
-    char *labels;              /* "" when none */
-    double value;              /* counter, gauge */
-    double sum;                /* histogram */
-    uint64_t count;            /* histogram */
+    char *labels;                   /* "" when none */
+    double value;                   /* counter, gauge */
+    double sum;                     /* histogram */
+    uint64_t count;                 /* histogram */
     uint64_t buckets[BUCKET_COUNT]; /* histogram, per bucket (not cumulative) */
-    struct series *next;       /* in metric order */
+    struct series *next;            /* in metric order */
     struct series *hash_next;
 };
 
@@ -198,8 +198,7 @@ void cmn_metrics_set(struct cmn_metrics *m, const char *name, const char *labels
     pthread_mutex_unlock(&m->mu);
 }
 
-void cmn_metrics_observe(struct cmn_metrics *m, const char *name, const char *labels,
-                         double value)
+void cmn_metrics_observe(struct cmn_metrics *m, const char *name, const char *labels, double value)
 {
     if (m == NULL || name == NULL)
         return;

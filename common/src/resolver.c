@@ -71,10 +71,18 @@ static char *dup_str(const char *s)
     return p;
 }
 
+static enum cmn_status io_error(struct cmn_err *err, const char *path, int e)
+{
+    char why[128] = "";
+    /* strerror_r (XSI form), not strerror: reload may run on any thread */
+    if (strerror_r(e, why, sizeof why) != 0)
+        snprintf(why, sizeof why, "errno %d", e);
+    return cmn_err_set(err, CMN_ERR_IO, e, "functions_file %s: %s", path, why);
+}
+
 /* Reads the whole file so that an open/read failure keeps its errno (jansson's
  * json_load_file would hide it behind a text message). */
-static enum cmn_status read_file(const char *path, char **out, size_t *out_len,
-                                 struct cmn_err *err)
+static enum cmn_status read_file(const char *path, char **out, size_t *out_len, struct cmn_err *err)
 {
     enum cmn_status st = CMN_OK;
     FILE *f = NULL;
@@ -83,7 +91,7 @@ static enum cmn_status read_file(const char *path, char **out, size_t *out_len,
 
     f = fopen(path, "rb");
     if (f == NULL) {
-        st = cmn_err_set(err, CMN_ERR_IO, errno, "functions_file %s: %s", path, strerror(errno));
+        st = io_error(err, path, errno);
         goto out;
     }
     for (;;) {
@@ -104,11 +112,12 @@ static enum cmn_status read_file(const char *path, char **out, size_t *out_len,
             buf = nbuf;
             cap = ncap;
         }
+        errno = 0;
         size_t n = fread(buf + len, 1, cap - len, f);
         len += n;
         if (n == 0) {
             if (ferror(f)) {
-                st = cmn_err_set(err, CMN_ERR_IO, errno, "functions_file %s: read error", path);
+                st = io_error(err, path, errno != 0 ? errno : EIO);
                 goto out;
             }
             break;
@@ -143,8 +152,8 @@ static enum cmn_status string_map(json_t *fn, const char *key, size_t index, jso
     json_object_foreach(v, k, item)
     {
         if (!json_is_string(item))
-            return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].%s.%s: not a string",
-                               index, key, k);
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].%s.%s: not a string", index,
+                               key, k);
     }
     *out = json_deep_copy(v);
     if (*out == NULL)
@@ -187,8 +196,8 @@ static enum cmn_status parse_entry(json_t *fn, size_t index, struct fn_entry *e,
                            index);
     name = json_string_value(jname);
     if (!cmn_name_label_valid(name, strlen(name)))
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].name \"%.64s\": not a valid name",
-                           index, name);
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "functions[%zu].name \"%.64s\": not a valid name", index, name);
 
     jns = json_object_get(fn, "namespace");
     if (jns == NULL || json_is_null(jns) || (json_is_string(jns) && json_string_length(jns) == 0)) {
@@ -197,9 +206,11 @@ static enum cmn_status parse_entry(json_t *fn, size_t index, struct fn_entry *e,
         ns = json_string_value(jns);
         if (!cmn_name_label_valid(ns, strlen(ns)))
             return cmn_err_set(err, CMN_ERR_INVALID, 0,
-                               "functions[%zu].namespace \"%.64s\": not a valid namespace", index, ns);
+                               "functions[%zu].namespace \"%.64s\": not a valid namespace", index,
+                               ns);
     } else {
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].namespace: not a string", index);
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "functions[%zu].namespace: not a string",
+                           index);
     }
 
     jurl = json_object_get(fn, "url");
@@ -302,8 +313,7 @@ out:
     return st;
 }
 
-static const struct fn_entry *table_find(const struct fn_table *t, const char *name,
-                                         const char *ns)
+static const struct fn_entry *table_find(const struct fn_table *t, const char *name, const char *ns)
 {
     struct fn_entry key;
     if (t == NULL || t->count == 0)
@@ -428,8 +438,8 @@ enum cmn_status cmn_resolver_reload(struct cmn_resolver *r, struct cmn_err *err)
     return CMN_OK;
 }
 
-enum cmn_status cmn_resolver_lookup(struct cmn_resolver *r, const struct cmn_fn_name *fn,
-                                    char *url, size_t size, struct cmn_err *err)
+enum cmn_status cmn_resolver_lookup(struct cmn_resolver *r, const struct cmn_fn_name *fn, char *url,
+                                    size_t size, struct cmn_err *err)
 {
     enum cmn_status st = CMN_OK;
     int n;

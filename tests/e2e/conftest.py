@@ -1,8 +1,11 @@
 """Fixtures for the e2e suite. See README.md in this folder."""
 
 import os
+import re
+import shutil
 import signal
 import sys
+import tempfile
 
 import pytest
 
@@ -48,6 +51,9 @@ def pytest_runtest_makereport(item, call):
     outcome = yield
     rep = outcome.get_result()
     if rep.when in ("setup", "call") and rep.failed:
+        item._cfaas_failed = True
+        if getattr(item, "_cfaas_dir", None):
+            rep.sections.append(("work dir (kept)", item._cfaas_dir))
         reg = getattr(item, "_cfaas_registry", None)
         if reg is not None:
             for name, tail in reg.tails(80):
@@ -66,8 +72,40 @@ def pytest_runtest_makereport(item, call):
             rep.sections.append(("function ledger", "\n".join(lines) or "(none)"))
 
 
+_ROOT = []
+
+
+def _root_dir():
+    if not _ROOT:
+        base = os.environ.get("CFAAS_E2E_TMP")
+        if base:
+            os.makedirs(base, exist_ok=True)
+        _ROOT.append(tempfile.mkdtemp(prefix="cfaas-e2e-", dir=base))
+    return _ROOT[0]
+
+
 @pytest.fixture
-def registry(request):
+def tmp_path(request):
+    """Per-test work dir (logs, nats store, functions.json) under a private root, so other
+    pytest runs on the machine cannot rotate it away. Kept when the test fails
+    (or CFAAS_E2E_KEEP=1), removed when it passes."""
+    name = re.sub(r"[^A-Za-z0-9_.-]+", "_", request.node.name)[:80]
+    d = tempfile.mkdtemp(prefix=name + "-", dir=_root_dir())
+    request.node._cfaas_dir = d
+    import pathlib
+    yield pathlib.Path(d)
+    rep = getattr(request.node, "_cfaas_failed", False)
+    if not rep and not os.environ.get("CFAAS_E2E_KEEP"):
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def pytest_sessionfinish(session, exitstatus):
+    if _ROOT and not os.listdir(_ROOT[0]):
+        shutil.rmtree(_ROOT[0], ignore_errors=True)
+
+
+@pytest.fixture
+def registry(request, tmp_path):
     reg = harness.Registry()
     request.node._cfaas_registry = reg
     yield reg

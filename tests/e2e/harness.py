@@ -260,7 +260,8 @@ class NatsServer(Proc):
     def __init__(self, log_dir, store_dir=None, port=None, mon_port=None, extra_args=()):
         self.port = port or free_port()
         self.mon_port = mon_port or free_port()
-        self.store_dir = store_dir or os.path.join(log_dir, "nats-store")
+        self.store_dir = store_dir or os.path.join(os.path.dirname(os.path.abspath(log_dir)),
+                                                   "nats-store")
         os.makedirs(self.store_dir, exist_ok=True)
         argv = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port),
                 "-m", str(self.mon_port), "--store_dir", self.store_dir] + list(extra_args)

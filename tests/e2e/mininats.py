@@ -41,7 +41,8 @@ def encode_headers(headers):
 
 
 class Msg:
-    def __init__(self, subject, reply, headers, data, status=None):
+    def __init__(self, subject, reply, headers, data, status=None, sid=None):
+        self.sid = sid
         self.subject = subject
         self.reply = reply
         self.headers = headers or {}
@@ -138,14 +139,14 @@ class MiniNats:
                 subj = parts[1].decode()
                 reply = parts[3].decode() if len(parts) == 5 else None
                 n = int(parts[-1])
-                return Msg(subj, reply, {}, self._readn(n))
+                return Msg(subj, reply, {}, self._readn(n), sid=int(parts[2]))
             if parts[0] == b"HMSG":
                 subj = parts[1].decode()
                 reply = parts[3].decode() if len(parts) == 6 else None
                 hlen, tot = int(parts[-2]), int(parts[-1])
                 raw = self._readn(tot)
                 status, hdrs = _parse_headers(raw[:hlen])
-                return Msg(subj, reply, hdrs, raw[hlen:], status)
+                return Msg(subj, reply, hdrs, raw[hlen:], status, sid=int(parts[2]))
             # +OK, INFO, PONG: ignore
 
     def publish(self, subject, data=b"", headers=None, reply=None):
@@ -171,6 +172,31 @@ class MiniNats:
                     raise NatsError("no responders for %s" % subject)
                 return m
             self.pending.append(m)
+
+    def pull(self, stream, consumer, expires=1.0, timeout=None):
+        """Fetch one message from a durable pull consumer: Msg (ack via publish(m.reply, b'+ACK'))
+        or None when none arrived within `expires` seconds."""
+        self.sid += 1
+        sid = self.sid
+        inbox = "%s.pull.%d" % (self.inbox_prefix, sid)
+        self.sock.sendall(("SUB %s %d\r\n" % (inbox, sid)).encode())
+        try:
+            req = json.dumps({"batch": 1, "expires": int(expires * 1e9)}).encode()
+            self.publish("$JS.API.CONSUMER.MSG.NEXT.%s.%s" % (stream, consumer), req, reply=inbox)
+            deadline = time.monotonic() + (timeout or expires + 2)
+            while True:
+                try:
+                    m = self._next_msg(deadline)
+                except TimeoutError:
+                    return None
+                if m.sid != sid:
+                    self.pending.append(m)
+                    continue
+                if m.status is not None and not m.data:
+                    return None  # 404 no messages / 408 request timeout
+                return m
+        finally:
+            self.sock.sendall(("UNSUB %d\r\n" % sid).encode())
 
     def js(self, api, payload=None, timeout=5.0):
         data = b"" if payload is None else json.dumps(payload).encode()

@@ -238,9 +238,12 @@ static void wire_with(struct cmn_headers *w, const char *without, const char *na
                       const char *value)
 {
     static const char *const base[][2] = {
-        {CMN_HDR_MSG_ID, "id-1"},          {CMN_HDR_VERSION, "1"},
-        {CMN_HDR_FUNCTION, "figlet"},      {CMN_HDR_METHOD, "POST"},
-        {CMN_HDR_PATH, "/p"},              {CMN_HDR_QUERY, "q=1"},
+        {CMN_HDR_MSG_ID, "id-1"},
+        {CMN_HDR_VERSION, "1"},
+        {CMN_HDR_FUNCTION, "figlet"},
+        {CMN_HDR_METHOD, "POST"},
+        {CMN_HDR_PATH, "/p"},
+        {CMN_HDR_QUERY, "q=1"},
         {CMN_HDR_START, "1700000000000000000"},
     };
     cmn_headers_init(w);

@@ -47,24 +47,38 @@ static void test_parse(void)
     OK("1h", 3600000);
     OK("2h30m", 9000000);
     OK("0s", 0);
-    OK("1500us", 1);    /* sub-millisecond rounds down */
-    OK("999999ns", 0);  /* rounds down */
+    OK("1500us", 1);   /* sub-millisecond rounds down */
+    OK("999999ns", 0); /* rounds down */
     OK("0.5ms", 0);
     OK("10s", 10000);
     OK("120", 120000);
+    OK("000060", 60000); /* Go's Atoi accepts leading zeros */
+    OK("0000000000000060", 60000);
+
+    /* Fractions are exact, as in Go (integer arithmetic), never off by one
+     * because of binary floating point. */
+    OK("1.001s", 1001);
+    OK("0.035s", 35);
+    OK("1.59m", 95400);
+    OK("2.01m", 120600);
+    OK("1h1m1.001s", 3661001);
+    OK("1.5h", 5400000);
+    OK("0.1s", 100);
+    OK(".5s", 500);
+    OK("5.s", 5000);
 
     BAD("");
     BAD("-1");
     BAD("-5s");
     BAD("5x");
-    BAD("1m5");   /* Go: missing unit after 5 */
+    BAD("1m5"); /* Go: missing unit after 5 */
     BAD("s");
     BAD("ms");
-    BAD("1.5");   /* a bare number must be an integer (OpenFaaS: Atoi, then ParseDuration) */
+    BAD("1.5"); /* a bare number must be an integer (OpenFaaS: Atoi, then ParseDuration) */
     BAD("1 s");
     BAD("abc");
-    BAD("99999999999999999999");        /* seconds overflow int64 */
-    BAD("9223372036854775807");         /* seconds * 1000 overflows */
+    BAD("99999999999999999999"); /* seconds overflow int64 */
+    BAD("9223372036854775807");  /* seconds * 1000 overflows */
     BAD("9223372036854775807h");
     BAD("100000000000000h");
 }
@@ -86,8 +100,7 @@ static void test_format(void)
     CHECK_STR(cmn_duration_format(10000, buf, sizeof buf), "10s");
 
     /* Whatever the exact spelling, formatting then parsing gives the value back. */
-    static const int64_t values[] = {1, 999, 1000, 1500, 59999, 60000, 3600000, 3661001,
-                                     86400000};
+    static const int64_t values[] = {1, 999, 1000, 1500, 59999, 60000, 3600000, 3661001, 86400000};
     for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
         int64_t back = -1;
         cmn_duration_format(values[i], buf, sizeof buf);

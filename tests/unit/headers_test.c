@@ -30,7 +30,7 @@ static void test_list(void)
     CHECK_STR(cmn_headers_get(&h, "CONTENT-TYPE"), "text/plain");
     CHECK_STR(cmn_headers_get(&h, "X-MULTI"), "one"); /* first value */
     CHECK_STR(cmn_headers_get(&h, "X-Empty"), "");
-    CHECK(cmn_headers_get(&h, "Content") == NULL);   /* no prefix match */
+    CHECK(cmn_headers_get(&h, "Content") == NULL); /* no prefix match */
     CHECK(cmn_headers_get(&h, "Content-Type2") == NULL);
 
     /* order preserved */
@@ -78,11 +78,21 @@ static void test_list(void)
 
 static void test_classes(void)
 {
-    static const char *const hop[] = {"Connection",          "Keep-Alive",        "Proxy-Connection",
-                                      "Proxy-Authenticate",  "Proxy-Authorization", "TE",
-                                      "Trailer",             "Transfer-Encoding", "Upgrade",
-                                      "Host",                "Content-Length",    "connection",
-                                      "TRANSFER-ENCODING",   "te",                "host"};
+    static const char *const hop[] = {"Connection",
+                                      "Keep-Alive",
+                                      "Proxy-Connection",
+                                      "Proxy-Authenticate",
+                                      "Proxy-Authorization",
+                                      "TE",
+                                      "Trailer",
+                                      "Transfer-Encoding",
+                                      "Upgrade",
+                                      "Host",
+                                      "Content-Length",
+                                      "connection",
+                                      "TRANSFER-ENCODING",
+                                      "te",
+                                      "host"};
     for (size_t i = 0; i < sizeof hop / sizeof hop[0]; i++) {
         check_total++;
         if (!cmn_header_is_hop_by_hop(hop[i])) {
@@ -90,9 +100,9 @@ static void test_classes(void)
             fprintf(stderr, "%s:%d: %s should be hop-by-hop\n", __FILE__, __LINE__, hop[i]);
         }
     }
-    static const char *const end[] = {"Content-Type", "X-Call-Id", "Authorization",
-                                      "X-Callback-Url", "Accept", "Trailers", "Connection2",
-                                      "Hostname", "Content-Length-X", ""};
+    static const char *const end[] = {
+        "Content-Type", "X-Call-Id",   "Authorization", "X-Callback-Url",   "Accept",
+        "Trailers",     "Connection2", "Hostname",      "Content-Length-X", ""};
     for (size_t i = 0; i < sizeof end / sizeof end[0]; i++) {
         check_total++;
         if (cmn_header_is_hop_by_hop(end[i])) {

@@ -40,7 +40,8 @@ struct cmn_config_entry {
  * struct, fields at entry offsets), taking the environment value when set and
  * non-empty, else the default. On the first invalid value returns
  * CMN_ERR_INVALID with err->msg naming the variable and the reason; fields
- * loaded so far stay set (free them with cmn_config_free). Main thread, at start. */
+ * loaded so far stay set (free them with cmn_config_free). `config` must start
+ * zeroed (string fields NULL). Main thread, at start. */
 enum cmn_status cmn_config_load(const struct cmn_config_entry *table, size_t count, void *config,
                                 struct cmn_err *err);
 

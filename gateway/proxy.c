@@ -1,0 +1,896 @@
+/* The synchronous proxy: one px_call per request (pooled objects, one owner,
+ * one free), an upstream table keyed by the resolver's base URL that holds the
+ * parsed address, a 5 s DNS cache (evdns, never blocking getaddrinfo) and a
+ * bounded stack of idle keep-alive evhttp_connections. Connections are never
+ * freed inside their own callbacks: they go to a graveyard emptied by an event. */
+#include "proxy.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <netinet/in.h>
+
+#include <curl/curl.h>
+#include <event2/buffer.h>
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/event_struct.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+#include <event2/util.h>
+
+#include "cmn/callid.h"
+#include "cmn/headers.h"
+#include "cmn/log.h"
+#include "cmn/metrics.h"
+#include "cmn/name.h"
+#include "cmn/resolver.h"
+
+#define ROUTE_PREFIX "/function/"
+#define DNS_TTL_NS (5LL * 1000000000LL)
+#define BUCKETS 256
+#define MAX_UPSTREAMS 4096
+#define CALL_CACHE_MAX 1024
+#define URI_INLINE 512
+#define URL_MAX 1024
+#define LABELS_MAX 200
+
+struct px_call;
+
+struct dns_lookup {
+    struct upstream *up; /* NULL once the upstream is gone: the callback only frees */
+    struct evdns_getaddrinfo_request *request;
+};
+
+struct idle_conn {
+    struct evhttp_connection *conn;
+    unsigned gen;
+};
+
+struct upstream {
+    struct upstream *next; /* hash chain */
+    char *base_url;        /* key: the resolver's URL */
+    char *host;            /* without IPv6 brackets */
+    char *host_header;     /* value of Host */
+    char *prefix;          /* base path without trailing '/', "" for none */
+    int port;
+    bool numeric;          /* host is an IP literal: no lookup */
+    bool broken;           /* not an http:// URL: every call gets 502 */
+    char addr[GW_ADDR_MAX];
+    bool have_addr;
+    int dns_result;        /* 0 or the EVUTIL_EAI_* of the last lookup */
+    int64_t dns_expiry_ns; /* monotonic */
+    struct dns_lookup *lookup;
+    struct px_call *waiters;
+    unsigned gen; /* bumped when addr changes: older connections are dropped */
+    struct idle_conn *idle;
+    int idle_count;
+    int refs; /* calls pointing at this upstream */
+};
+
+struct px_call {
+    struct gw_proxy *px;
+    struct px_call *prev, *next; /* live list, or the free cache (next only) */
+    struct px_call *wait_next;
+    struct evhttp_request *req; /* client request; NULL once the client went away */
+    struct upstream *up;
+    struct evhttp_connection *conn;
+    unsigned conn_gen;
+    struct evhttp_request *up_req; /* owned by libevent; NULL when not in flight */
+    struct event deadline;
+    enum evhttp_cmd_type method;
+    bool waiting_dns;
+    bool sending;      /* inside evhttp_make_request: completion is deferred */
+    bool early_done;   /* completion arrived during evhttp_make_request */
+    int up_error;      /* enum evhttp_request_error, -1 = none */
+    int64_t t0_ns;
+    char call_id[CMN_CALLID_MAX];
+    char start[24];
+    char fn_full[CMN_NAME_MAX * 2];       /* "name.ns" */
+    char fn_label[CMN_NAME_MAX * 2 + 24]; /* function_name="name.ns" */
+    char *uri; /* uri_inline or malloc'ed */
+    char uri_inline[URI_INLINE];
+};
+
+struct gw_proxy {
+    struct gw_proxy_config config;
+    char *default_ns;
+    struct upstream *buckets[BUCKETS];
+    int upstream_count;
+    struct px_call *live;
+    size_t live_count;
+    struct px_call *cache;
+    int cache_count;
+    struct evhttp_connection **graveyard;
+    size_t grave_count, grave_cap;
+    struct event *grave_ev;
+};
+
+static void call_finish(struct px_call *call, int code);
+static void call_send(struct px_call *call);
+
+/* ---- upstream table ---------------------------------------------------- */
+
+static uint32_t hash_str(const char *s)
+{
+    uint32_t h = 2166136261u;
+    for (; *s != '\0'; s++)
+        h = (h ^ (unsigned char)*s) * 16777619u;
+    return h;
+}
+
+static void graveyard_add(struct gw_proxy *px, struct evhttp_connection *conn)
+{
+    if (px->grave_count == px->grave_cap) {
+        size_t cap = px->grave_cap != 0 ? px->grave_cap * 2 : 64;
+        struct evhttp_connection **g = realloc(px->graveyard, cap * sizeof(*g));
+        if (g == NULL) {
+            /* Out of memory: leaking one connection beats freeing it inside
+             * its own callback. */
+            return;
+        }
+        px->graveyard = g;
+        px->grave_cap = cap;
+    }
+    px->graveyard[px->grave_count++] = conn;
+    event_active(px->grave_ev, 0, 0);
+}
+
+static void graveyard_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_proxy *px = arg;
+    for (size_t i = 0; i < px->grave_count; i++)
+        evhttp_connection_free(px->graveyard[i]);
+    px->grave_count = 0;
+}
+
+static void upstream_drop_idle(struct gw_proxy *px, struct upstream *up)
+{
+    for (int i = 0; i < up->idle_count; i++)
+        graveyard_add(px, up->idle[i].conn);
+    up->idle_count = 0;
+}
+
+static void upstream_free(struct gw_proxy *px, struct upstream *up)
+{
+    if (up == NULL)
+        return;
+    upstream_drop_idle(px, up);
+    if (up->lookup != NULL) {
+        struct dns_lookup *lk = up->lookup;
+        lk->up = NULL;
+        up->lookup = NULL;
+        if (lk->request != NULL)
+            evdns_getaddrinfo_cancel(lk->request);
+    }
+    free(up->idle);
+    free(up->base_url);
+    free(up->host);
+    free(up->host_header);
+    free(up->prefix);
+    free(up);
+}
+
+/* Parses the resolver's base URL with libcurl's URL API. */
+static bool upstream_parse(struct upstream *up)
+{
+    bool ok = false;
+    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
+    CURLU *u = curl_url();
+    if (u == NULL)
+        return false;
+    if (curl_url_set(u, CURLUPART_URL, up->base_url, 0) != CURLUE_OK)
+        goto out;
+    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
+        strcasecmp(scheme, "http") != 0)
+        goto out;
+    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
+        curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
+        goto out;
+    char *end = NULL;
+    long p = strtol(port, &end, 10);
+    if (end == port || *end != '\0' || p <= 0 || p > 65535)
+        goto out;
+    up->port = (int)p;
+
+    size_t hlen = strlen(host);
+    if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']')
+        up->host = strndup(host + 1, hlen - 2);
+    else
+        up->host = strdup(host);
+    size_t hh_size = hlen + 8;
+    up->host_header = malloc(hh_size);
+    size_t plen = strlen(path);
+    while (plen > 0 && path[plen - 1] == '/')
+        plen--;
+    up->prefix = strndup(path, plen);
+    if (up->host == NULL || up->host_header == NULL || up->prefix == NULL)
+        goto out;
+    if (up->port == 80)
+        snprintf(up->host_header, hh_size, "%s", host);
+    else
+        snprintf(up->host_header, hh_size, "%s:%d", host, up->port);
+
+    unsigned char raw[sizeof(struct in6_addr)];
+    if (evutil_inet_pton(AF_INET, up->host, raw) == 1 ||
+        evutil_inet_pton(AF_INET6, up->host, raw) == 1) {
+        up->numeric = true;
+        up->have_addr = true;
+        snprintf(up->addr, sizeof(up->addr), "%s", up->host);
+    }
+    ok = true;
+out:
+    curl_free(scheme);
+    curl_free(host);
+    curl_free(port);
+    curl_free(path);
+    curl_url_cleanup(u);
+    return ok;
+}
+
+/* Drops upstreams nobody uses when the table is full (DNS mode lets clients
+ * name arbitrary functions; the table must stay bounded). */
+static void upstream_evict(struct gw_proxy *px)
+{
+    for (int b = 0; b < BUCKETS; b++) {
+        struct upstream **pp = &px->buckets[b];
+        while (*pp != NULL) {
+            struct upstream *up = *pp;
+            if (up->refs == 0 && up->waiters == NULL && up->lookup == NULL) {
+                *pp = up->next;
+                upstream_free(px, up);
+                px->upstream_count--;
+            } else {
+                pp = &up->next;
+            }
+        }
+    }
+}
+
+static struct upstream *upstream_get(struct gw_proxy *px, const char *base_url)
+{
+    uint32_t b = hash_str(base_url) % BUCKETS;
+    for (struct upstream *up = px->buckets[b]; up != NULL; up = up->next)
+        if (strcmp(up->base_url, base_url) == 0)
+            return up;
+    if (px->upstream_count >= MAX_UPSTREAMS)
+        upstream_evict(px);
+    struct upstream *up = calloc(1, sizeof(*up));
+    if (up == NULL)
+        return NULL;
+    up->base_url = strdup(base_url);
+    up->idle = calloc((size_t)px->config.max_idle_per_upstream, sizeof(*up->idle));
+    if (up->base_url == NULL || up->idle == NULL) {
+        upstream_free(px, up);
+        return NULL;
+    }
+    if (!upstream_parse(up))
+        up->broken = true;
+    up->next = px->buckets[b];
+    px->buckets[b] = up;
+    px->upstream_count++;
+    return up;
+}
+
+static struct evhttp_connection *pool_get(struct gw_proxy *px, struct upstream *up,
+                                          unsigned *gen)
+{
+    while (up->idle_count > 0) {
+        struct idle_conn ic = up->idle[--up->idle_count];
+        if (ic.gen == up->gen) {
+            *gen = ic.gen;
+            return ic.conn;
+        }
+        graveyard_add(px, ic.conn);
+    }
+    struct evhttp_connection *conn =
+        evhttp_connection_base_new(px->config.base, NULL, up->addr, (ev_uint16_t)up->port);
+    if (conn == NULL)
+        return NULL;
+    /* The call's own timer enforces upstream_timeout; this inactivity timeout
+     * is only a backstop and must not fire first. */
+    struct timeval tv = {.tv_sec = (time_t)(px->config.upstream_timeout_ms / 1000) + 1,
+                         .tv_usec = (suseconds_t)(px->config.upstream_timeout_ms % 1000) * 1000};
+    evhttp_connection_set_timeout_tv(conn, &tv);
+    *gen = up->gen;
+    return conn;
+}
+
+static void pool_put(struct gw_proxy *px, struct upstream *up, struct evhttp_connection *conn,
+                     unsigned gen)
+{
+    if (gen == up->gen && up->idle_count < px->config.max_idle_per_upstream) {
+        up->idle[up->idle_count].conn = conn;
+        up->idle[up->idle_count].gen = gen;
+        up->idle_count++;
+        return;
+    }
+    graveyard_add(px, conn);
+}
+
+/* ---- DNS ---------------------------------------------------------------- */
+
+static void dns_fail(struct px_call *call, int result)
+{
+    struct gw_proxy *px = call->px;
+    if (px->config.direct_functions &&
+        (result == EVUTIL_EAI_NONAME
+#ifdef EVUTIL_EAI_NODATA
+         || result == EVUTIL_EAI_NODATA
+#endif
+         )) {
+        call_finish(call, 404);
+        return;
+    }
+    LOG_WARN(call->call_id, "cannot resolve upstream %s: %s", call->up->host,
+             evutil_gai_strerror(result));
+    call_finish(call, 502);
+}
+
+static void dns_done(int result, struct evutil_addrinfo *res, void *arg)
+{
+    struct dns_lookup *lk = arg;
+    struct upstream *up = lk->up;
+    free(lk);
+    if (up == NULL) {
+        if (res != NULL)
+            evutil_freeaddrinfo(res);
+        return;
+    }
+    up->lookup = NULL;
+    /* Prefer IPv4: "localhost" often lists ::1 first while functions listen
+     * on 127.0.0.1. */
+    struct evutil_addrinfo *pick = NULL;
+    for (struct evutil_addrinfo *ai = res; ai != NULL; ai = ai->ai_next) {
+        if (ai->ai_family == AF_INET) {
+            pick = ai;
+            break;
+        }
+        if (pick == NULL && ai->ai_family == AF_INET6)
+            pick = ai;
+    }
+    if (result == 0 && pick != NULL) {
+        char text[GW_ADDR_MAX];
+        const void *src = pick->ai_family == AF_INET
+                              ? (const void *)&((struct sockaddr_in *)pick->ai_addr)->sin_addr
+                              : (const void *)&((struct sockaddr_in6 *)pick->ai_addr)->sin6_addr;
+        if (evutil_inet_ntop(pick->ai_family, src, text, sizeof(text)) != NULL) {
+            if (!up->have_addr || strcmp(text, up->addr) != 0) {
+                snprintf(up->addr, sizeof(up->addr), "%s", text);
+                up->gen++;
+            }
+            up->have_addr = true;
+            up->dns_result = 0;
+        } else {
+            up->dns_result = EVUTIL_EAI_FAIL;
+        }
+    } else {
+        up->dns_result = result != 0 ? result : EVUTIL_EAI_NONAME;
+        up->have_addr = false;
+    }
+    if (res != NULL)
+        evutil_freeaddrinfo(res);
+    up->dns_expiry_ns = gw_mono_ns() + DNS_TTL_NS;
+
+    struct px_call *w = up->waiters;
+    up->waiters = NULL;
+    while (w != NULL) {
+        struct px_call *next = w->wait_next;
+        w->wait_next = NULL;
+        w->waiting_dns = false;
+        if (up->have_addr)
+            call_send(w);
+        else
+            dns_fail(w, up->dns_result);
+        w = next;
+    }
+}
+
+/* Starts a lookup for `up` unless one runs. The callback may run before this
+ * returns (hosts file, cached answers): callers must not touch waiters after. */
+static void dns_start(struct gw_proxy *px, struct upstream *up)
+{
+    if (up->lookup != NULL)
+        return;
+    struct dns_lookup *lk = calloc(1, sizeof(*lk));
+    if (lk == NULL) {
+        struct px_call *w = up->waiters;
+        up->waiters = NULL;
+        while (w != NULL) {
+            struct px_call *next = w->wait_next;
+            w->wait_next = NULL;
+            w->waiting_dns = false;
+            dns_fail(w, EVUTIL_EAI_MEMORY);
+            w = next;
+        }
+        return;
+    }
+    lk->up = up;
+    up->lookup = lk;
+    struct evutil_addrinfo hints;
+    memset(&hints, 0, sizeof(hints));
+    hints.ai_family = AF_UNSPEC;
+    hints.ai_socktype = SOCK_STREAM;
+    hints.ai_protocol = IPPROTO_TCP;
+    struct evdns_getaddrinfo_request *r =
+        evdns_getaddrinfo(px->config.dns, up->host, NULL, &hints, dns_done, lk);
+    /* NULL: the callback already ran and freed lk. */
+    if (r != NULL && up->lookup == lk)
+        lk->request = r;
+}
+
+static void waiters_remove(struct px_call *call)
+{
+    struct px_call **pp = &call->up->waiters;
+    while (*pp != NULL && *pp != call)
+        pp = &(*pp)->wait_next;
+    if (*pp == call)
+        *pp = call->wait_next;
+    call->wait_next = NULL;
+    call->waiting_dns = false;
+}
+
+/* ---- calls -------------------------------------------------------------- */
+
+static struct px_call *call_alloc(struct gw_proxy *px)
+{
+    struct px_call *call = px->cache;
+    if (call != NULL) {
+        px->cache = call->next;
+        px->cache_count--;
+    } else {
+        call = malloc(sizeof(*call));
+        if (call == NULL)
+            return NULL;
+    }
+    memset(call, 0, offsetof(struct px_call, uri_inline));
+    call->px = px;
+    call->up_error = -1;
+    call->uri = call->uri_inline;
+    return call;
+}
+
+static void call_release(struct px_call *call)
+{
+    struct gw_proxy *px = call->px;
+    if (call->prev != NULL)
+        call->prev->next = call->next;
+    else if (px->live == call)
+        px->live = call->next;
+    if (call->next != NULL)
+        call->next->prev = call->prev;
+    px->live_count--;
+    if (event_initialized(&call->deadline))
+        event_del(&call->deadline);
+    if (call->up != NULL)
+        call->up->refs--;
+    if (call->uri != call->uri_inline)
+        free(call->uri);
+    if (px->cache_count < CALL_CACHE_MAX) {
+        call->next = px->cache;
+        px->cache = call;
+        px->cache_count++;
+    } else {
+        free(call);
+    }
+}
+
+static void record_metrics(struct px_call *call, int code)
+{
+    struct cmn_metrics *m = call->px->config.metrics;
+    if (m == NULL || call->fn_label[0] == '\0')
+        return;
+    char labels[LABELS_MAX];
+    snprintf(labels, sizeof(labels), "%s,code=\"%d\"", call->fn_label, code);
+    double seconds = (double)(gw_mono_ns() - call->t0_ns) / 1e9;
+    cmn_metrics_add(m, "gateway_function_invocation_total", labels, 1);
+    cmn_metrics_observe(m, "gateway_functions_seconds", labels, seconds);
+}
+
+static void set_reply_ids(struct px_call *call, struct evkeyvalq *out)
+{
+    if (evhttp_find_header(out, "X-Call-Id") == NULL)
+        evhttp_add_header(out, "X-Call-Id", call->call_id);
+    if (evhttp_find_header(out, "X-Start-Time") == NULL)
+        evhttp_add_header(out, "X-Start-Time", call->start);
+}
+
+/* Stops whatever the call waits for (DNS, upstream request) without replying. */
+static void call_detach_upstream(struct px_call *call)
+{
+    if (call->waiting_dns)
+        waiters_remove(call);
+    if (call->up_req != NULL) {
+        struct evhttp_request *r = call->up_req;
+        call->up_req = NULL;
+        /* Cancelling resets the connection and frees r without running its
+         * completion callback; the connection itself is retired. */
+        evhttp_cancel_request(r);
+        graveyard_add(call->px, call->conn);
+        call->conn = NULL;
+    }
+}
+
+/* Replies `code` with a short text body (gateway-made answers) and frees the call. */
+static void call_finish(struct px_call *call, int code)
+{
+    struct evhttp_request *req = call->req;
+    if (req != NULL) {
+        struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+        if (evcon != NULL)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
+        set_reply_ids(call, evhttp_request_get_output_headers(req));
+        char text[CMN_NAME_MAX * 2 + 64];
+        switch (code) {
+        case 404: snprintf(text, sizeof(text), "function not found: %s", call->fn_full); break;
+        case 502: snprintf(text, sizeof(text), "upstream unreachable"); break;
+        case 503: snprintf(text, sizeof(text), "gateway shutting down"); break;
+        case 504: snprintf(text, sizeof(text), "upstream timeout"); break;
+        default: text[0] = '\0'; break;
+        }
+        gw_reply_text(req, code, text);
+        call->req = NULL;
+    }
+    record_metrics(call, code);
+    call_release(call);
+}
+
+static void call_deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct px_call *call = arg;
+    LOG_WARN(call->call_id, "upstream timeout after %lld ms: %s%s",
+             (long long)call->px->config.upstream_timeout_ms,
+             call->up != NULL ? call->up->base_url : "", call->uri);
+    call_detach_upstream(call);
+    call_finish(call, 504);
+}
+
+static void client_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    struct px_call *call = arg;
+    LOG_DEBUG(call->call_id, "client went away before the reply");
+    call_detach_upstream(call);
+    /* evhttp detaches a request whose reply is still pending (its connection
+     * becomes NULL) and leaves freeing it to us; when the connection is still
+     * set, libevent frees the request itself after this callback. */
+    if (call->req != NULL && evhttp_request_get_connection(call->req) == NULL)
+        evhttp_request_free(call->req);
+    call->req = NULL;
+    call_release(call);
+}
+
+static void up_error_cb(enum evhttp_request_error error, void *arg)
+{
+    struct px_call *call = arg;
+    call->up_error = (int)error;
+}
+
+static bool copy_response_header(const char *name)
+{
+    return !cmn_header_is_hop_by_hop(name);
+}
+
+static void call_relay(struct px_call *call, struct evhttp_request *up_req)
+{
+    struct evhttp_request *req = call->req;
+    int code = evhttp_request_get_response_code(up_req);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    struct evkeyvalq *in = evhttp_request_get_input_headers(up_req);
+    for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
+        if (copy_response_header(h->key))
+            evhttp_add_header(out, h->key, h->value);
+    }
+    if (call->method == EVHTTP_REQ_HEAD) {
+        const char *cl = evhttp_find_header(in, "Content-Length");
+        if (cl != NULL)
+            evhttp_add_header(out, "Content-Length", cl);
+    }
+    set_reply_ids(call, out);
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon != NULL)
+        evhttp_connection_set_closecb(evcon, NULL, NULL);
+    const char *reason = evhttp_request_get_response_code_line(up_req);
+    if (reason != NULL && reason[0] == '\0')
+        reason = NULL;
+    gw_reply(req, code, reason, evhttp_request_get_input_buffer(up_req));
+    call->req = NULL;
+    record_metrics(call, code);
+    LOG_DEBUG(call->call_id, "proxied %s%s -> %d", call->up->base_url, call->uri, code);
+    call_release(call);
+}
+
+static void call_failed(struct px_call *call)
+{
+    int code = call->up_error == EVREQ_HTTP_TIMEOUT ? 504 : 502;
+    LOG_WARN(call->call_id, "error with upstream request to %s%s: %s", call->up->base_url,
+             call->uri,
+             call->up_error == EVREQ_HTTP_TIMEOUT ? "timeout"
+             : call->up_error == EVREQ_HTTP_EOF   ? "connection closed"
+                                                  : "connection failed");
+    call_finish(call, code);
+}
+
+static void up_done_cb(struct evhttp_request *up_req, void *arg)
+{
+    struct px_call *call = arg;
+    int code = up_req != NULL ? evhttp_request_get_response_code(up_req) : 0;
+    call->up_req = NULL;
+    if (code != 0)
+        pool_put(call->px, call->up, call->conn, call->conn_gen);
+    else
+        graveyard_add(call->px, call->conn);
+    call->conn = NULL;
+    if (call->sending) {
+        /* Ran inside evhttp_make_request (immediate connect failure): only
+         * failures arrive this way; call_send finishes the call. */
+        call->early_done = true;
+        return;
+    }
+    if (code == 0)
+        call_failed(call);
+    else
+        call_relay(call, up_req);
+}
+
+static bool skip_request_header(const char *name)
+{
+    return cmn_header_is_hop_by_hop(name) || strcasecmp(name, "Expect") == 0 ||
+           strcasecmp(name, "X-Call-Id") == 0;
+}
+
+static void call_send(struct px_call *call)
+{
+    struct gw_proxy *px = call->px;
+    struct upstream *up = call->up;
+    struct evhttp_request *req = call->req;
+
+    call->conn = pool_get(px, up, &call->conn_gen);
+    if (call->conn == NULL) {
+        call_finish(call, 502);
+        return;
+    }
+    struct evhttp_request *up_req = evhttp_request_new(up_done_cb, call);
+    if (up_req == NULL) {
+        graveyard_add(px, call->conn);
+        call->conn = NULL;
+        call_finish(call, 502);
+        return;
+    }
+    evhttp_request_set_error_cb(up_req, up_error_cb);
+
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evkeyvalq *out = evhttp_request_get_output_headers(up_req);
+    for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
+        if (!skip_request_header(h->key))
+            evhttp_add_header(out, h->key, h->value);
+    }
+    evhttp_add_header(out, "Host", up->host_header);
+    evhttp_add_header(out, "X-Call-Id", call->call_id);
+    if (evhttp_find_header(in, "X-Start-Time") == NULL)
+        evhttp_add_header(out, "X-Start-Time", call->start);
+    if (evhttp_find_header(in, "X-Forwarded-For") == NULL) {
+        char ip[GW_ADDR_MAX];
+        gw_client_ip(req, ip, sizeof(ip));
+        if (ip[0] != '\0')
+            evhttp_add_header(out, "X-Forwarded-For", ip);
+    }
+    if (evhttp_find_header(in, "X-Forwarded-Host") == NULL) {
+        const char *host = evhttp_find_header(in, "Host");
+        if (host != NULL)
+            evhttp_add_header(out, "X-Forwarded-Host", host);
+    }
+    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    size_t body_len = evbuffer_get_length(body);
+    if (body_len > 0 || call->method == EVHTTP_REQ_POST || call->method == EVHTTP_REQ_PUT ||
+        call->method == EVHTTP_REQ_PATCH) {
+        char len[24];
+        snprintf(len, sizeof(len), "%zu", body_len);
+        evhttp_add_header(out, "Content-Length", len);
+    }
+    evbuffer_add_buffer(evhttp_request_get_output_buffer(up_req), body);
+
+    call->up_req = up_req;
+    call->sending = true;
+    int rc = evhttp_make_request(call->conn, up_req, call->method, call->uri);
+    call->sending = false;
+    if (call->early_done) {
+        call_failed(call);
+        return;
+    }
+    if (rc != 0) {
+        /* Not sent (out of memory or no socket). libevent may or may not have
+         * freed the request depending on where it failed: leaking it in this
+         * rare case is safer than a double free. */
+        call->up_req = NULL;
+        graveyard_add(px, call->conn);
+        call->conn = NULL;
+        call_failed(call);
+    }
+}
+
+static bool build_uri(struct px_call *call, const char *prefix, const char *sub,
+                      const char *query)
+{
+    if (sub[0] == '\0' && prefix[0] == '\0')
+        sub = "/";
+    size_t need = strlen(prefix) + strlen(sub) + (query != NULL ? strlen(query) + 1 : 0) + 1;
+    if (need > sizeof(call->uri_inline)) {
+        call->uri = malloc(need);
+        if (call->uri == NULL) {
+            call->uri = call->uri_inline;
+            return false;
+        }
+    }
+    snprintf(call->uri, need, "%s%s%s%s", prefix, sub, query != NULL ? "?" : "",
+             query != NULL ? query : "");
+    return true;
+}
+
+void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
+                     const struct gw_target *target)
+{
+    const char *rest = target->path + strlen(ROUTE_PREFIX);
+    const char *name = NULL, *sub = NULL;
+    size_t name_len = 0;
+    struct cmn_fn_name fn;
+    char text[CMN_NAME_MAX * 2 + 64];
+
+    if (cmn_route_split(rest, &name, &name_len, &sub) != CMN_OK) {
+        gw_reply_text(req, 404, "function not found: ");
+        return;
+    }
+    if (cmn_name_parse(name, name_len, px->default_ns, &fn, NULL) != CMN_OK) {
+        snprintf(text, sizeof(text), "invalid function name: %.*s",
+                 (int)(name_len > 128 ? 128 : name_len), name);
+        gw_reply_text(req, 400, text);
+        return;
+    }
+    char url[URL_MAX];
+    enum cmn_status st = cmn_resolver_lookup(px->config.resolver, &fn, url, sizeof(url), NULL);
+    if (st != CMN_OK) {
+        snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
+        gw_reply_text(req, st == CMN_ERR_NOT_FOUND ? 404 : 502, text);
+        return;
+    }
+    struct px_call *call = call_alloc(px);
+    if (call == NULL) {
+        gw_reply_text(req, 503, "out of memory");
+        return;
+    }
+    call->next = px->live;
+    if (px->live != NULL)
+        px->live->prev = call;
+    px->live = call;
+    px->live_count++;
+    call->req = req;
+    call->method = evhttp_request_get_command(req);
+    call->t0_ns = gw_mono_ns();
+    snprintf(call->fn_full, sizeof(call->fn_full), "%s.%s", fn.name, fn.ns);
+    snprintf(call->fn_label, sizeof(call->fn_label), "function_name=\"%s\"", call->fn_full);
+
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    const char *id = evhttp_find_header(in, "X-Call-Id");
+    if (id != NULL && cmn_callid_valid(id))
+        snprintf(call->call_id, sizeof(call->call_id), "%s", id);
+    else
+        cmn_callid_new(call->call_id);
+    const char *start = evhttp_find_header(in, "X-Start-Time");
+    if (start != NULL && strlen(start) < sizeof(call->start) && cmn_header_value_safe(start, 23))
+        snprintf(call->start, sizeof(call->start), "%s", start);
+    else
+        snprintf(call->start, sizeof(call->start), "%lld", (long long)gw_now_ns());
+
+    if (px->config.metrics != NULL)
+        cmn_metrics_add(px->config.metrics, "gateway_function_invocation_started", call->fn_label,
+                        1);
+
+    struct upstream *up = upstream_get(px, url);
+    if (up == NULL || up->broken) {
+        LOG_WARN(call->call_id, "unusable upstream URL for %s.%s: %s (only http:// is supported)",
+                 fn.name, fn.ns, url);
+        call_finish(call, 502);
+        return;
+    }
+    call->up = up;
+    up->refs++;
+    if (!build_uri(call, up->prefix, sub, target->query)) {
+        call_finish(call, 503);
+        return;
+    }
+
+    evhttp_connection_set_closecb(evhttp_request_get_connection(req), client_closed_cb, call);
+    event_assign(&call->deadline, px->config.base, -1, 0, call_deadline_cb, call);
+    struct timeval tv = {.tv_sec = (time_t)(px->config.upstream_timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(px->config.upstream_timeout_ms % 1000) * 1000};
+    event_add(&call->deadline, &tv);
+    LOG_DEBUG(call->call_id, "proxy %s -> %s%s", target->path, up->base_url, call->uri);
+
+    int64_t now = gw_mono_ns();
+    if (up->numeric || (up->have_addr && now < up->dns_expiry_ns)) {
+        call_send(call);
+        return;
+    }
+    if (up->have_addr) {
+        /* Stale positive answer: use it and refresh in the background. */
+        call_send(call);
+        dns_start(px, up);
+        return;
+    }
+    if (up->lookup == NULL && now < up->dns_expiry_ns) {
+        dns_fail(call, up->dns_result); /* negative cache */
+        return;
+    }
+    call->waiting_dns = true;
+    call->wait_next = up->waiters;
+    up->waiters = call;
+    dns_start(px, up); /* may complete (and free the call) before returning */
+}
+
+enum cmn_status gw_proxy_new(const struct gw_proxy_config *config, struct gw_proxy **out,
+                             struct cmn_err *err)
+{
+    struct gw_proxy *px = calloc(1, sizeof(*px));
+    if (px == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "proxy: out of memory");
+    px->config = *config;
+    if (px->config.max_idle_per_upstream <= 0)
+        px->config.max_idle_per_upstream = 1;
+    px->default_ns = strdup(config->default_ns != NULL ? config->default_ns : "");
+    px->grave_ev = event_new(config->base, -1, 0, graveyard_cb, px);
+    if (px->default_ns == NULL || px->grave_ev == NULL) {
+        gw_proxy_free(px);
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "proxy: out of memory");
+    }
+    px->config.default_ns = px->default_ns;
+    *out = px;
+    return CMN_OK;
+}
+
+size_t gw_proxy_inflight(const struct gw_proxy *px)
+{
+    return px->live_count;
+}
+
+void gw_proxy_abort_all(struct gw_proxy *px)
+{
+    while (px->live != NULL) {
+        struct px_call *call = px->live;
+        call_detach_upstream(call);
+        call_finish(call, 503);
+    }
+}
+
+void gw_proxy_free(struct gw_proxy *px)
+{
+    if (px == NULL)
+        return;
+    gw_proxy_abort_all(px);
+    for (int b = 0; b < BUCKETS; b++) {
+        struct upstream *up = px->buckets[b];
+        while (up != NULL) {
+            struct upstream *next = up->next;
+            upstream_free(px, up);
+            up = next;
+        }
+    }
+    if (px->grave_ev != NULL) {
+        graveyard_cb(-1, 0, px);
+        event_free(px->grave_ev);
+    }
+    free(px->graveyard);
+    while (px->cache != NULL) {
+        struct px_call *next = px->cache->next;
+        free(px->cache);
+        px->cache = next;
+    }
+    free(px->default_ns);
+    free(px);
+}

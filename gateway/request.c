@@ -1,0 +1,117 @@
+/* Per-request helpers used by every route: the request target split, the
+ * client address, the two clocks, and gw_reply, the one place that sends a
+ * reply (so draining can switch every response to "Connection: close"). */
+#include "request.h"
+
+#include <string.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+static bool draining;
+
+bool gw_target_split(struct evhttp_request *req, struct gw_target *out)
+{
+    const char *uri = evhttp_request_get_uri(req);
+    if (uri == NULL || uri[0] != '/')
+        return false;
+    const char *q = strchr(uri, '?');
+    size_t len = q != NULL ? (size_t)(q - uri) : strlen(uri);
+    if (len >= sizeof(out->path))
+        return false;
+    memcpy(out->path, uri, len);
+    out->path[len] = '\0';
+    out->query = q != NULL ? q + 1 : NULL;
+    return true;
+}
+
+void gw_client_ip(struct evhttp_request *req, char *out, size_t size)
+{
+    out[0] = '\0';
+    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+    if (evcon == NULL)
+        return;
+    char *address = NULL;
+    ev_uint16_t port = 0;
+    evhttp_connection_get_peer(evcon, &address, &port);
+    if (address == NULL)
+        return;
+    size_t n = strlen(address);
+    if (n >= size)
+        return;
+    memcpy(out, address, n + 1);
+}
+
+int64_t gw_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+int64_t gw_mono_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000LL + ts.tv_nsec;
+}
+
+const char *gw_reason(int code)
+{
+    switch (code) {
+    case 200: return "OK";
+    case 201: return "Created";
+    case 202: return "Accepted";
+    case 204: return "No Content";
+    case 301: return "Moved Permanently";
+    case 302: return "Found";
+    case 304: return "Not Modified";
+    case 400: return "Bad Request";
+    case 401: return "Unauthorized";
+    case 403: return "Forbidden";
+    case 404: return "Not Found";
+    case 405: return "Method Not Allowed";
+    case 408: return "Request Timeout";
+    case 413: return "Payload Too Large";
+    case 414: return "URI Too Long";
+    case 429: return "Too Many Requests";
+    case 500: return "Internal Server Error";
+    case 501: return "Not Implemented";
+    case 502: return "Bad Gateway";
+    case 503: return "Service Unavailable";
+    case 504: return "Gateway Timeout";
+    default: break;
+    }
+    if (code >= 200 && code < 300)
+        return "OK";
+    if (code >= 300 && code < 400)
+        return "Redirect";
+    if (code >= 400 && code < 500)
+        return "Client Error";
+    return "Server Error";
+}
+
+void gw_reply(struct evhttp_request *req, int code, const char *reason, struct evbuffer *body)
+{
+    if (draining)
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+    evhttp_send_reply(req, code, reason != NULL ? reason : gw_reason(code), body);
+}
+
+void gw_reply_text(struct evhttp_request *req, int code, const char *text)
+{
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    struct evbuffer *body = evhttp_request_get_output_buffer(req);
+    if (text != NULL && text[0] != '\0') {
+        evhttp_add_header(out, "Content-Type", "text/plain; charset=utf-8");
+        evbuffer_add(body, text, strlen(text));
+    }
+    gw_reply(req, code, NULL, NULL);
+}
+
+void gw_request_set_draining(void)
+{
+    draining = true;
+}

@@ -1,0 +1,753 @@
+/* Per-call state machine of the queue-worker: owns every fetched message from
+ * the moment the main thread starts it until it is settled (ack, delayed NAK,
+ * term), the invocation and callback transfers, the +WIP lease timer, the retry
+ * decision and the dead-letter copy. One log line per event, each with the
+ * call id, so that the log reads as the story of each call. */
+#include "call.h"
+
+#include <inttypes.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "cmn/codec.h"
+#include "cmn/log.h"
+#include "cmn/name.h"
+#include "retry.h"
+
+#define RESPONSE_MAX_BYTES ((size_t)64 * 1024 * 1024)
+#define LOG_BODY_MAX 1024
+/* A call delivered this many times more than its attempt budget keeps killing
+ * workers (or keeps being handed back): it is dead-lettered without a run. */
+#define EXTRA_DELIVERIES 5
+
+#define M_RECEIVED "queue_worker_messages_received_total"
+#define M_PROCESSED "queue_worker_messages_processed_total"
+#define M_INFLIGHT "queue_worker_function_invocation_inflight"
+#define M_RETRIES "queue_worker_retries_total"
+#define M_DEAD "queue_worker_dead_letters_total"
+#define M_CALLBACKS "queue_worker_callbacks_total"
+#define M_CALLBACK_FAILURES "queue_worker_callback_failures_total"
+
+enum call_state {
+    ST_INVOKING,      /* function transfer running (or about to) */
+    ST_CALLBACK,      /* callback POST running */
+    ST_CALLBACK_WAIT, /* callback back-off timer armed */
+};
+
+struct qw_call {
+    struct qw_call *prev, *next;
+    struct qw_calls *set;
+    struct cmn_js_msg *msg;
+    struct cmn_call call;
+    char log_id[CMN_CALLID_MAX]; /* call id, or "seq-<n>" when undecodable */
+    uint64_t attempt;            /* = deliveries of the message, from 1 */
+    int64_t received_ns;         /* monotonic, receipt of this delivery */
+    int64_t next_wip_ms;         /* monotonic time of the next +WIP */
+    int64_t wake_ms;             /* callback back-off deadline (ST_CALLBACK_WAIT) */
+    enum call_state state;
+    char *url;
+    struct cmn_headers req_headers;
+    struct qw_http_xfer *xfer;
+    struct qw_http_response resp; /* the function's response */
+    int status;                   /* final function status (502/504 for transport/timeout) */
+    char error[320];              /* X-Function-Error, "" when none */
+    const char *dead_reason;      /* set: dead-letter and terminate when settling */
+    double seconds;               /* receipt → end of invocation */
+    int cb_attempt;
+    struct cmn_headers cb_headers;
+    struct qw_http_response cb_resp;
+};
+
+struct qw_calls {
+    struct qw_call_env env;
+    struct qw_call *head;
+    size_t count;
+    uint64_t rng;
+};
+
+/* ---------------------------------------------------------------- helpers */
+
+int64_t qw_now_ns(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    return (int64_t)ts.tv_sec * 1000000000 + ts.tv_nsec;
+}
+
+int64_t qw_now_ms(void)
+{
+    return qw_now_ns() / 1000000;
+}
+
+static double random_unit(struct qw_calls *set)
+{
+    /* xorshift64*: jitter only needs to differ between replicas and calls */
+    uint64_t x = set->rng;
+    x ^= x >> 12;
+    x ^= x << 25;
+    x ^= x >> 27;
+    set->rng = x;
+    return (double)((x * 0x2545F4914F6CDD1DULL) >> 11) / (double)(1ULL << 53);
+}
+
+static int64_t wip_period_ms(const struct qw_config *cfg)
+{
+    int64_t p = cfg->ack_wait_ms / 3;
+    return p > 0 ? p : 1;
+}
+
+/* Userinfo ("user:secret@") of a URL is replaced by "***@" for logging. */
+static const char *redact_url(const char *url, char *buf, size_t size)
+{
+    const char *scheme = strstr(url, "://");
+    if (!scheme)
+        return url;
+    const char *host = scheme + 3;
+    size_t auth_len = strcspn(host, "/?#");
+    const char *at = memchr(host, '@', auth_len);
+    if (!at)
+        return url;
+    snprintf(buf, size, "%.*s***%s", (int)(host - url), url, at);
+    return buf;
+}
+
+/* Printable one-line excerpt of a body: control and non-ASCII bytes escaped. */
+static void log_body(const char *id, const char *what, const void *data, size_t len)
+{
+    char out[LOG_BODY_MAX * 4 + 32];
+    size_t o = 0;
+    const unsigned char *p = data;
+    size_t n = len < LOG_BODY_MAX ? len : LOG_BODY_MAX;
+    for (size_t i = 0; i < n && o + 5 < sizeof(out); i++) {
+        unsigned char ch = p[i];
+        if (ch == '\\' || ch == '"') {
+            out[o++] = '\\';
+            out[o++] = (char)ch;
+        } else if (ch >= 0x20 && ch < 0x7f) {
+            out[o++] = (char)ch;
+        } else {
+            o += (size_t)snprintf(out + o, sizeof(out) - o, "\\x%02x", ch);
+        }
+    }
+    out[o] = '\0';
+    LOG_INFO(id, "%s bytes=%zu body=\"%s%s\"", what, len, out, len > n ? "..." : "");
+}
+
+static void metric_code(struct qw_calls *set, const char *name, int code)
+{
+    char labels[32];
+    if (code > 0)
+        snprintf(labels, sizeof(labels), "code=\"%d\"", code);
+    else
+        snprintf(labels, sizeof(labels), "code=\"error\"");
+    cmn_metrics_add(set->env.metrics, name, labels, 1);
+}
+
+/* Appends `s` to the buffer, percent-encoding bytes that cannot appear in a
+ * URL as is (controls, space, non-ASCII, '#', and '?' inside a path). */
+static bool append_escaped(char *buf, size_t size, size_t *len, const char *s, bool in_path)
+{
+    static const char hex[] = "0123456789ABCDEF";
+    for (; *s; s++) {
+        unsigned char ch = (unsigned char)*s;
+        bool esc = ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '"' || ch == '<' ||
+                   ch == '>' || ch == '\\' || ch == '^' || ch == '`' || ch == '{' ||
+                   ch == '|' || ch == '}' || (in_path && ch == '?');
+        size_t need = esc ? 3 : 1;
+        if (*len + need >= size)
+            return false;
+        if (esc) {
+            buf[(*len)++] = '%';
+            buf[(*len)++] = hex[ch >> 4];
+            buf[(*len)++] = hex[ch & 15];
+        } else {
+            buf[(*len)++] = (char)ch;
+        }
+    }
+    buf[*len] = '\0';
+    return true;
+}
+
+/* ------------------------------------------------------------- lifecycle */
+
+static void call_end(struct qw_call *c)
+{
+    struct qw_calls *set = c->set;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        set->head = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    set->count--;
+    qw_http_cancel(c->xfer);
+    cmn_js_msg_free(c->msg);
+    cmn_call_free(&c->call);
+    cmn_headers_free(&c->req_headers);
+    cmn_headers_free(&c->cb_headers);
+    qw_http_response_free(&c->resp);
+    qw_http_response_free(&c->cb_resp);
+    free(c->url);
+    free(c);
+    cmn_metrics_set(set->env.metrics, M_INFLIGHT, NULL, (double)set->count);
+    if (set->env.on_slot_free)
+        set->env.on_slot_free(set->env.closure);
+}
+
+struct qw_calls *qw_calls_new(const struct qw_call_env *env)
+{
+    struct qw_calls *set = calloc(1, sizeof(*set));
+    if (!set)
+        return NULL;
+    set->env = *env;
+    set->rng = (uint64_t)qw_now_ns() ^ ((uint64_t)getpid() << 32) ^ 0x9E3779B97F4A7C15ULL;
+    if (!set->rng)
+        set->rng = 1;
+    struct cmn_metrics *m = env->metrics;
+    cmn_metrics_declare(m, M_RECEIVED, CMN_METRIC_COUNTER, "Messages (deliveries) fetched");
+    cmn_metrics_declare(m, M_PROCESSED, CMN_METRIC_COUNTER,
+                        "Calls finished, by final function status");
+    cmn_metrics_declare(m, M_INFLIGHT, CMN_METRIC_GAUGE,
+                        "Calls held by this worker (invoking or posting the callback)");
+    cmn_metrics_declare(m, M_RETRIES, CMN_METRIC_COUNTER, "Invocations scheduled for a retry");
+    cmn_metrics_declare(m, M_DEAD, CMN_METRIC_COUNTER, "Calls copied to the dead-letter stream");
+    cmn_metrics_declare(m, M_CALLBACKS, CMN_METRIC_COUNTER,
+                        "Callback POST attempts, by receiver status (\"error\": no response)");
+    cmn_metrics_declare(m, M_CALLBACK_FAILURES, CMN_METRIC_COUNTER,
+                        "Callbacks abandoned after their last attempt");
+    cmn_metrics_set(m, M_INFLIGHT, NULL, 0);
+    return set;
+}
+
+void qw_calls_free(struct qw_calls *set)
+{
+    if (!set)
+        return;
+    /* fatal exit: nothing is settled, the server redelivers after ack_wait */
+    set->env.on_slot_free = NULL;
+    while (set->head)
+        call_end(set->head);
+    free(set);
+}
+
+size_t qw_calls_count(const struct qw_calls *set)
+{
+    return set->count;
+}
+
+/* -------------------------------------------------------------- settling */
+
+static void settle(struct qw_call *c)
+{
+    struct qw_calls *set = c->set;
+    const struct qw_config *cfg = set->env.cfg;
+    struct cmn_err err;
+    if (c->dead_reason) {
+        enum cmn_status st = cmn_js_dead_letter(set->env.js, c->msg, c->dead_reason, c->status,
+                                                (int)c->attempt, &err);
+        if (st == CMN_OK) {
+            cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
+            LOG_WARN(c->log_id, "dead-lettered reason=\"%s\" status=%d attempts=%" PRIu64
+                     " stream=%s", c->dead_reason, c->status, c->attempt,
+                     cfg->dead_letter_stream);
+        } else if (st != CMN_ERR_INVALID) {
+            /* keep the call rather than lose it: it comes back as a final attempt */
+            LOG_ERROR(c->log_id, "dead-letter failed error=\"%s\"; handed back for redelivery "
+                      "in %" PRId64 "ms", err.msg, cfg->initial_retry_wait_ms);
+            if (cmn_js_msg_nak_delay(c->msg, cfg->initial_retry_wait_ms, &err) != CMN_OK)
+                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
+            call_end(c);
+            return;
+        } else {
+            LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; call dropped", err.msg);
+        }
+        if (cmn_js_msg_term(c->msg, &err) != CMN_OK)
+            LOG_ERROR(c->log_id, "term failed error=\"%s\"", err.msg);
+        else
+            LOG_INFO(c->log_id, "done status=%d terminated", c->status);
+    } else if (cmn_js_msg_ack(c->msg, &err) != CMN_OK) {
+        LOG_ERROR(c->log_id, "ack failed error=\"%s\"; the call will be redelivered", err.msg);
+    } else {
+        LOG_INFO(c->log_id, "done status=%d acked", c->status);
+    }
+    call_end(c);
+}
+
+/* An undecodable message: dead-lettered as is, then terminated. */
+static void poison(struct qw_call *c, const char *why)
+{
+    struct qw_calls *set = c->set;
+    char reason[300];
+    struct cmn_err err;
+    snprintf(reason, sizeof(reason), "undecodable: %s", why);
+    enum cmn_status st =
+        cmn_js_dead_letter(set->env.js, c->msg, reason, 0, (int)c->attempt, &err);
+    if (st == CMN_OK) {
+        cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
+        LOG_WARN(c->log_id, "dead-lettered reason=\"%s\" status=0 attempts=%" PRIu64, reason,
+                 c->attempt);
+    } else if (st != CMN_ERR_INVALID) {
+        int64_t delay = set->env.cfg->initial_retry_wait_ms;
+        if (delay < 1000)
+            delay = 1000;
+        LOG_ERROR(c->log_id, "dead-letter failed error=\"%s\"; handed back for redelivery in "
+                  "%" PRId64 "ms", err.msg, delay);
+        if (cmn_js_msg_nak_delay(c->msg, delay, &err) != CMN_OK)
+            LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
+        call_end(c);
+        return;
+    } else {
+        LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; message dropped", err.msg);
+    }
+    if (cmn_js_msg_term(c->msg, &err) != CMN_OK)
+        LOG_ERROR(c->log_id, "term failed error=\"%s\"", err.msg);
+    else
+        LOG_INFO(c->log_id, "done terminated");
+    call_end(c);
+}
+
+/* -------------------------------------------------------------- callback */
+
+static void post_callback(struct qw_call *c);
+
+static enum cmn_status build_callback_headers(struct qw_call *c)
+{
+    const struct qw_config *cfg = c->set->env.cfg;
+    struct cmn_headers *h = &c->cb_headers;
+    enum cmn_status st = CMN_OK;
+    char num[64];
+    for (size_t i = 0; st == CMN_OK && i < c->resp.headers.count; i++) {
+        const struct cmn_header *it = &c->resp.headers.items[i];
+        if (!cmn_header_is_hop_by_hop(it->name))
+            st = cmn_headers_add(h, it->name, it->value);
+    }
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Call-Id", c->call.call_id);
+    snprintf(num, sizeof(num), "%d", c->status);
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Function-Status", num);
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Function-Name", c->call.function);
+    snprintf(num, sizeof(num), "%.6f", c->seconds);
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Duration-Seconds", num);
+    snprintf(num, sizeof(num), "%" PRId64, c->call.start_ns);
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Start-Time", num);
+    snprintf(num, sizeof(num), "%" PRIu64, c->attempt > 0 ? c->attempt - 1 : 0);
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Retry", num);
+    snprintf(num, sizeof(num), "%" PRId64, cfg->max_retry_attempts);
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Retry-Max", num);
+    if (st == CMN_OK && c->error[0])
+        st = cmn_headers_set(h, "X-Function-Error", c->error);
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "User-Agent", "cfaas-queue-worker/" CFAAS_VERSION);
+    return st;
+}
+
+/* One callback attempt failed with `why`: back off and try again, or give up. */
+static void callback_failed(struct qw_call *c, const char *why)
+{
+    const struct qw_config *cfg = c->set->env.cfg;
+    char ubuf[512];
+    const char *url = redact_url(c->call.callback_url, ubuf, sizeof(ubuf));
+    if (c->cb_attempt < cfg->callback_max_attempts) {
+        int64_t delay = qw_retry_callback_backoff_ms(c->cb_attempt);
+        LOG_WARN(c->log_id, "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64
+                 " next_in=%" PRId64 "ms", url, why, c->cb_attempt, cfg->callback_max_attempts,
+                 delay);
+        c->state = ST_CALLBACK_WAIT;
+        c->wake_ms = qw_now_ms() + delay;
+        return;
+    }
+    LOG_ERROR(c->log_id, "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64
+              " giving up", url, why, c->cb_attempt, cfg->callback_max_attempts);
+    cmn_metrics_add(c->set->env.metrics, M_CALLBACK_FAILURES, NULL, 1);
+    settle(c);
+}
+
+static void on_callback_done(struct qw_http_response *r, void *closure)
+{
+    struct qw_call *c = closure;
+    c->xfer = NULL;
+    char why[300];
+    metric_code(c->set, M_CALLBACKS, r->result == QW_HTTP_OK ? r->status : 0);
+    if (r->result == QW_HTTP_OK && r->status >= 200 && r->status <= 299) {
+        char ubuf[512];
+        LOG_INFO(c->log_id, "callback posted url=%s status=%d attempt=%d",
+                 redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), r->status,
+                 c->cb_attempt);
+        qw_http_response_free(r);
+        settle(c);
+        return;
+    }
+    if (r->result == QW_HTTP_OK)
+        snprintf(why, sizeof(why), "status %d", r->status);
+    else
+        snprintf(why, sizeof(why), "%s", r->error);
+    qw_http_response_free(r);
+    callback_failed(c, why);
+}
+
+static void post_callback(struct qw_call *c)
+{
+    const struct qw_config *cfg = c->set->env.cfg;
+    struct cmn_err err;
+    c->cb_attempt++;
+    c->state = ST_CALLBACK;
+    c->wake_ms = 0;
+    struct qw_http_request req = {
+        .method = "POST",
+        .url = c->call.callback_url,
+        .headers = &c->cb_headers,
+        .body = c->resp.body,
+        .body_len = c->resp.body_len,
+        .timeout_ms = cfg->callback_timeout_ms,
+        .max_body_bytes = 0,
+    };
+    if (qw_http_start(c->set->env.http, &req, &c->cb_resp, on_callback_done, c, &c->xfer,
+                      &err) != CMN_OK) {
+        c->xfer = NULL;
+        callback_failed(c, err.msg);
+    }
+}
+
+/* The invocation's outcome is final: count it, then callback (if any), settle. */
+static void final_outcome(struct qw_call *c)
+{
+    metric_code(c->set, M_PROCESSED, c->status);
+    if (!c->call.callback_url || !c->call.callback_url[0]) {
+        settle(c);
+        return;
+    }
+    if (build_callback_headers(c) != CMN_OK) {
+        callback_failed(c, "out of memory");
+        return;
+    }
+    post_callback(c);
+}
+
+/* ------------------------------------------------------------ invocation */
+
+static void schedule_retry(struct qw_call *c)
+{
+    struct qw_calls *set = c->set;
+    const struct qw_config *cfg = set->env.cfg;
+    struct cmn_err err;
+    int64_t delay = qw_retry_backoff_ms(c->attempt, cfg->initial_retry_wait_ms,
+                                        cfg->max_retry_wait_ms, random_unit(set));
+    const char *source = "backoff";
+    const char *ra = cmn_headers_get(&c->resp.headers, "Retry-After");
+    int64_t ra_ms = 0;
+    if (ra && qw_retry_after_parse_ms(ra, (int64_t)time(NULL), &ra_ms)) {
+        delay = qw_retry_clamp_ms(ra_ms, cfg->initial_retry_wait_ms, cfg->max_retry_wait_ms);
+        source = "retry-after";
+    }
+    cmn_metrics_add(set->env.metrics, M_RETRIES, NULL, 1);
+    LOG_INFO(c->log_id, "retry scheduled attempt=%" PRIu64 "/%" PRId64 " status=%d delay=%.3fs"
+             " source=%s", c->attempt, cfg->max_retry_attempts + 1, c->status,
+             (double)delay / 1000.0, source);
+    if (cmn_js_msg_nak_delay(c->msg, delay, &err) != CMN_OK)
+        LOG_ERROR(c->log_id, "nak failed error=\"%s\"; redelivered after ack_wait instead",
+                  err.msg);
+    call_end(c);
+}
+
+static void on_invoke_done(struct qw_http_response *r, void *closure)
+{
+    struct qw_call *c = closure;
+    const struct qw_config *cfg = c->set->env.cfg;
+    bool retryable = false;
+    c->xfer = NULL;
+    c->seconds = (double)(qw_now_ns() - c->received_ns) / 1e9;
+    switch (r->result) {
+    case QW_HTTP_OK:
+        c->status = r->status;
+        retryable = r->status >= 100 && r->status < 600 && cfg->retry_http_codes.has[r->status];
+        break;
+    case QW_HTTP_TIMEOUT:
+        c->status = 504;
+        if (cfg->upstream_timeout_ms % 1000 == 0)
+            snprintf(c->error, sizeof(c->error), "timeout after %" PRId64 "s",
+                     cfg->upstream_timeout_ms / 1000);
+        else
+            snprintf(c->error, sizeof(c->error), "timeout after %.3fs",
+                     (double)cfg->upstream_timeout_ms / 1000.0);
+        retryable = true;
+        break;
+    case QW_HTTP_TRANSPORT:
+        c->status = 502;
+        snprintf(c->error, sizeof(c->error), "connection failed: %s", r->error);
+        retryable = true;
+        break;
+    case QW_HTTP_TOO_LARGE:
+        c->status = 502;
+        snprintf(c->error, sizeof(c->error), "%s", r->error);
+        break;
+    case QW_HTTP_INVALID:
+    default:
+        c->status = 502;
+        snprintf(c->error, sizeof(c->error), "invalid request: %s", r->error);
+        c->dead_reason = "invalid request";
+        break;
+    }
+    if (c->error[0])
+        LOG_INFO(c->log_id, "invoked function=%s status=%d seconds=%.6f error=\"%s\"",
+                 c->call.function, c->status, c->seconds, c->error);
+    else
+        LOG_INFO(c->log_id, "invoked function=%s status=%d seconds=%.6f bytes=%zu",
+                 c->call.function, c->status, c->seconds, r->body_len);
+    if (cfg->write_debug && r->body_len)
+        log_body(c->log_id, "response", r->body, r->body_len);
+    if (retryable) {
+        if (c->attempt < (uint64_t)cfg->max_retry_attempts + 1) {
+            schedule_retry(c);
+            return;
+        }
+        c->dead_reason = "retries exhausted";
+    }
+    final_outcome(c);
+}
+
+/* Writes the function URL into c->url. Returns 0, or the final status to
+ * report without invoking (404 unknown function, 400 invalid name). */
+static int build_url(struct qw_call *c)
+{
+    const struct qw_config *cfg = c->set->env.cfg;
+    struct cmn_fn_name fn;
+    struct cmn_err err;
+    const char *f = c->call.function;
+    if (cmn_name_parse(f, strlen(f), cfg->function_namespace, &fn, &err) != CMN_OK) {
+        snprintf(c->error, sizeof(c->error), "invalid function name: %s", err.msg);
+        return 400;
+    }
+    size_t size = strlen(f) + 3 * (strlen(c->call.path) + strlen(c->call.query)) + 600;
+    char *url = malloc(size);
+    if (!url) {
+        snprintf(c->error, sizeof(c->error), "out of memory");
+        return 502;
+    }
+    size_t len = 0;
+    if (cfg->gateway_invoke) {
+        int n = snprintf(url, size, "http://%s:%" PRId64 "/function/%s",
+                         cfg->faas_gateway_address, cfg->faas_gateway_port, f);
+        len = n > 0 ? (size_t)n : 0;
+    } else {
+        if (cmn_resolver_lookup(c->set->env.resolver, &fn, url, size - 3, &err) != CMN_OK) {
+            free(url);
+            snprintf(c->error, sizeof(c->error), "function not found: %s", err.msg);
+            return 404;
+        }
+        len = strlen(url);
+    }
+    bool ok = len > 0 && len < size;
+    const char *path = c->call.path;
+    if (ok && path[0] != '/')
+        ok = append_escaped(url, size, &len, "/", true);
+    if (ok)
+        ok = append_escaped(url, size, &len, path, true);
+    if (ok && c->call.query[0]) {
+        ok = append_escaped(url, size, &len, "?", false) &&
+             append_escaped(url, size, &len, c->call.query, false);
+    }
+    if (!ok) {
+        free(url);
+        snprintf(c->error, sizeof(c->error), "function URL too long");
+        return 400;
+    }
+    c->url = url;
+    return 0;
+}
+
+static void invoke(struct qw_call *c)
+{
+    const struct qw_config *cfg = c->set->env.cfg;
+    struct cmn_err err;
+    char num[32];
+    int early = build_url(c);
+    if (early) {
+        c->status = early;
+        c->seconds = (double)(qw_now_ns() - c->received_ns) / 1e9;
+        if (early == 400)
+            c->dead_reason = "invalid request";
+        LOG_WARN(c->log_id, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
+                 c->status, c->error);
+        final_outcome(c);
+        return;
+    }
+    enum cmn_status st = CMN_OK;
+    for (size_t i = 0; st == CMN_OK && i < c->call.headers.count; i++)
+        st = cmn_headers_add(&c->req_headers, c->call.headers.items[i].name,
+                             c->call.headers.items[i].value);
+    snprintf(num, sizeof(num), "%" PRId64, c->call.start_ns);
+    if (st == CMN_OK)
+        st = cmn_headers_set(&c->req_headers, "X-Call-Id", c->call.call_id);
+    if (st == CMN_OK)
+        st = cmn_headers_set(&c->req_headers, "X-Start-Time", num);
+    size_t body_len = 0;
+    const void *body = cmn_js_msg_body(c->msg, &body_len);
+    LOG_INFO(c->log_id, "invoking method=%s url=%s", c->call.method, c->url);
+    struct qw_http_request req = {
+        .method = c->call.method,
+        .url = c->url,
+        .headers = &c->req_headers,
+        .body = body_len ? body : NULL,
+        .body_len = body_len,
+        .timeout_ms = cfg->upstream_timeout_ms,
+        .max_body_bytes = RESPONSE_MAX_BYTES,
+    };
+    c->state = ST_INVOKING;
+    if (st != CMN_OK ||
+        qw_http_start(c->set->env.http, &req, &c->resp, on_invoke_done, c, &c->xfer, &err) !=
+            CMN_OK) {
+        /* same path as a transfer that failed at once */
+        c->xfer = NULL;
+        memset(&c->resp, 0, sizeof(c->resp));
+        c->resp.result = QW_HTTP_TRANSPORT;
+        snprintf(c->resp.error, sizeof(c->resp.error), "%s",
+                 st != CMN_OK ? "out of memory" : err.msg);
+        on_invoke_done(&c->resp, c);
+    }
+}
+
+void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
+{
+    const struct qw_config *cfg = set->env.cfg;
+    struct cmn_js_msg *msg = *msgp;
+    struct cmn_err err;
+    *msgp = NULL;
+    struct qw_call *c = calloc(1, sizeof(*c));
+    if (!c) {
+        LOG_ERROR(NULL, "out of memory: message seq=%" PRIu64 " handed back",
+                  cmn_js_msg_seq(msg));
+        cmn_js_msg_nak_delay(msg, 1000, NULL);
+        cmn_js_msg_free(msg);
+        if (set->env.on_slot_free)
+            set->env.on_slot_free(set->env.closure);
+        return;
+    }
+    c->set = set;
+    c->msg = msg;
+    c->next = set->head;
+    if (set->head)
+        set->head->prev = c;
+    set->head = c;
+    set->count++;
+    cmn_call_init(&c->call);
+    cmn_headers_init(&c->req_headers);
+    cmn_headers_init(&c->cb_headers);
+    c->attempt = cmn_js_msg_delivered(msg);
+    if (c->attempt < 1)
+        c->attempt = 1;
+    c->received_ns = qw_now_ns();
+    c->next_wip_ms = c->received_ns / 1000000 + wip_period_ms(cfg);
+    cmn_metrics_add(set->env.metrics, M_RECEIVED, NULL, 1);
+    cmn_metrics_set(set->env.metrics, M_INFLIGHT, NULL, (double)set->count);
+
+    size_t body_len = 0;
+    const void *body = cmn_js_msg_body(msg, &body_len);
+    if (cmn_js_msg_decode(msg, &c->call, &err) != CMN_OK) {
+        snprintf(c->log_id, sizeof(c->log_id), "seq-%" PRIu64, cmn_js_msg_seq(msg));
+        LOG_WARN(c->log_id, "received undecodable message delivery=%" PRIu64 " bytes=%zu "
+                 "error=\"%s\"", c->attempt, body_len, err.msg);
+        poison(c, err.msg);
+        return;
+    }
+    snprintf(c->log_id, sizeof(c->log_id), "%s", c->call.call_id);
+    LOG_INFO(c->log_id, "received function=%s delivery=%" PRIu64 " bytes=%zu seq=%" PRIu64,
+             c->call.function, c->attempt, body_len, cmn_js_msg_seq(msg));
+    if (cfg->faas_print_body && body_len)
+        log_body(c->log_id, "request", body, body_len);
+    uint64_t budget = (uint64_t)cfg->max_retry_attempts + 1;
+    if (c->attempt > budget + EXTRA_DELIVERIES) {
+        c->status = 502;
+        snprintf(c->error, sizeof(c->error),
+                 "delivery limit reached: delivered %" PRIu64 " times for %" PRIu64
+                 " attempts (workers crashed or shut down while running it)",
+                 c->attempt, budget);
+        c->dead_reason = "delivery limit reached";
+        LOG_WARN(c->log_id, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
+                 c->status, c->error);
+        final_outcome(c);
+        return;
+    }
+    invoke(c);
+}
+
+/* ----------------------------------------------------------------- timers */
+
+int64_t qw_calls_run_timers(struct qw_calls *set, int64_t now_ms)
+{
+    int64_t next = INT64_MAX;
+    int64_t period = wip_period_ms(set->env.cfg);
+    struct qw_call *c, *n;
+    for (c = set->head; c; c = n) {
+        n = c->next;
+        if (now_ms >= c->next_wip_ms) {
+            struct cmn_err err;
+            if (cmn_js_msg_in_progress(c->msg, &err) != CMN_OK)
+                LOG_WARN(c->log_id, "in-progress ack failed error=\"%s\"", err.msg);
+            else
+                LOG_DEBUG(c->log_id, "lease renewed (+WIP)");
+            c->next_wip_ms = now_ms + period;
+        }
+        if (c->next_wip_ms < next)
+            next = c->next_wip_ms;
+        if (c->state == ST_CALLBACK_WAIT) {
+            if (now_ms >= c->wake_ms) {
+                post_callback(c); /* may settle and free c */
+                continue;
+            }
+            if (c->wake_ms < next)
+                next = c->wake_ms;
+        }
+    }
+    return next;
+}
+
+/* --------------------------------------------------------------- shutdown */
+
+void qw_calls_abort_all(struct qw_calls *set)
+{
+    while (set->head) {
+        struct qw_call *c = set->head;
+        struct cmn_err err;
+        qw_http_cancel(c->xfer);
+        c->xfer = NULL;
+        if (c->state == ST_INVOKING) {
+            double s = (double)(qw_now_ns() - c->received_ns) / 1e9;
+            if (cmn_js_msg_nak_delay(c->msg, 0, &err) != CMN_OK)
+                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
+            LOG_WARN(c->log_id, "shutdown: invocation aborted after %.3fs, handed back for "
+                     "another worker", s);
+            call_end(c);
+        } else {
+            qw_http_response_free(&c->cb_resp);
+            /* the function already ran: settle rather than run it again */
+            c->cb_attempt = (int)c->set->env.cfg->callback_max_attempts;
+            callback_failed(c, "worker shutting down");
+        }
+    }
+}
+
+void qw_calls_hand_back(struct qw_calls *set, struct cmn_js_msg **msgp)
+{
+    struct cmn_js_msg *msg = *msgp;
+    struct cmn_err err;
+    *msgp = NULL;
+    char id[64];
+    snprintf(id, sizeof(id), "seq-%" PRIu64, cmn_js_msg_seq(msg));
+    if (cmn_js_msg_nak_delay(msg, 0, &err) != CMN_OK)
+        LOG_ERROR(id, "nak failed error=\"%s\"", err.msg);
+    else
+        LOG_INFO(id, "shutdown: fetched message handed back unstarted");
+    cmn_js_msg_free(msg);
+    if (set->env.on_slot_free)
+        set->env.on_slot_free(set->env.closure);
+}

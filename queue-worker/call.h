@@ -1,0 +1,74 @@
+/* The per-call state machine of the queue-worker and the set of calls in
+ * flight: decode → invoke → (retry via delayed NAK | final outcome → callback
+ * with bounded retries → dead letter when exhausted → ack), with +WIP lease
+ * renewal every ack_wait/3 for as long as a call is held.
+ *
+ * Threads: everything here runs on the main thread (the one that runs
+ * qw_http_run); the services in struct qw_call_env are borrowed. */
+#ifndef QW_CALL_H
+#define QW_CALL_H
+
+#include <stddef.h>
+#include <stdint.h>
+#include "cmn/js.h"
+#include "cmn/metrics.h"
+#include "cmn/resolver.h"
+#include "config.h"
+#include "http.h"
+
+/* Called once per call when the worker lets go of it (acked, NAK'd, terminated
+ * or abandoned), i.e. when its max_inflight slot becomes free. Main thread. */
+typedef void (*qw_slot_free_cb)(void *closure);
+
+/* Services the calls use; all borrowed, owned by main.c, outliving the set. */
+struct qw_call_env {
+    const struct qw_config *cfg;
+    struct cmn_js *js;
+    struct qw_http *http;
+    struct cmn_resolver *resolver; /* NULL when gateway_invoke */
+    struct cmn_metrics *metrics;
+    qw_slot_free_cb on_slot_free;
+    void *closure;
+};
+
+struct qw_calls;
+
+/* Creates the empty set. `env` is copied (its pointers stay borrowed).
+ * Returns NULL on allocation failure. Main thread. */
+struct qw_calls *qw_calls_new(const struct qw_call_env *env);
+
+/* Cancels every transfer and releases every held message WITHOUT settling it
+ * (the server redelivers after ack_wait): for a fatal exit only; a drain uses
+ * qw_calls_abort_all first. NULL allowed. Main thread. */
+void qw_calls_free(struct qw_calls *calls);
+
+/* Starts processing `*msg` at once: takes the message (sets `*msg` to NULL).
+ * Never fails: an undecodable message is dead-lettered and terminated here
+ * (one synchronous dead-letter publish, bounded by the js publish timeout).
+ * Main thread. */
+void qw_calls_start(struct qw_calls *calls, struct cmn_js_msg **msg);
+
+/* Fires due timers (+WIP lease renewal, callback back-off) at monotonic time
+ * `now_ms` and returns the monotonic time of the next one (INT64_MAX: none).
+ * Never blocks except for the asynchronous lease sends. Main thread. */
+int64_t qw_calls_run_timers(struct qw_calls *calls, int64_t now_ms);
+
+/* Number of calls held (invoking, posting a callback or waiting to retry it). */
+size_t qw_calls_count(const struct qw_calls *calls);
+
+/* Shutdown deadline: a call still invoking its function is aborted and NAK'd
+ * with no delay so another replica starts it at once; a call whose function
+ * already ran but whose callback is still pending gives up the callback (logged
+ * and counted as a callback failure) and is settled as usual, so the function
+ * never runs twice. Afterwards the set is empty. Main thread. */
+void qw_calls_abort_all(struct qw_calls *calls);
+
+/* Releases a message the worker fetched but will not start (shutdown): NAK
+ * with no delay, then frees it. Takes `*msg`. Main thread. */
+void qw_calls_hand_back(struct qw_calls *calls, struct cmn_js_msg **msg);
+
+/* Monotonic clock in milliseconds / nanoseconds. Any thread. */
+int64_t qw_now_ms(void);
+int64_t qw_now_ns(void);
+
+#endif

@@ -1,0 +1,469 @@
+/* queue-worker entry point: configuration, start-up, signals, the fetch thread
+ * (the one caller of cmn_js_fetch, which fetches only for free slots) and the
+ * main loop, which owns every call. The hand-off between the two threads is a
+ * locked queue plus qw_http_wakeup; signals reach the loop through a self-pipe
+ * that curl_multi_poll watches. */
+#include <errno.h>
+#include <fcntl.h>
+#include <inttypes.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <time.h>
+#include <unistd.h>
+
+#include "call.h"
+#include "cmn/duration.h"
+#include "cmn/js.h"
+#include "cmn/log.h"
+#include "cmn/metrics.h"
+#include "cmn/resolver.h"
+#include "config.h"
+#include "health.h"
+#include "http.h"
+
+#define PROGRAM "queue-worker"
+#define M_RECONNECTS "queue_worker_nats_reconnect_total"
+#define IDLE_POLL_MS 10000
+#define PUBLISH_TIMEOUT_MS 5000
+
+struct worker {
+    struct qw_config cfg;
+    struct cmn_js *js;
+    struct qw_http *http;
+    struct cmn_resolver *resolver;
+    struct cmn_metrics *metrics;
+    struct qw_health *health;
+    struct qw_calls *calls;
+    atomic_int health_state; /* enum qw_health_state */
+    atomic_bool closed;      /* NATS reconnect budget exhausted */
+    atomic_bool disconnected;
+
+    /* fetch thread ↔ main thread hand-off, guarded by `lock` */
+    pthread_mutex_t lock;
+    pthread_cond_t cond;
+    int64_t free_slots;       /* max_inflight minus messages fetched and not yet released */
+    bool fetch_stop;
+    bool fetch_done;
+    struct cmn_js_msg **queue; /* fetched, not yet started; never more than max_inflight */
+    int64_t queue_len;
+    pthread_t fetch_thread;
+    bool fetch_started;
+};
+
+static int signal_pipe[2] = {-1, -1};
+
+static void on_signal(int sig)
+{
+    int saved = errno;
+    unsigned char b = (unsigned char)sig;
+    ssize_t r = write(signal_pipe[1], &b, 1); /* async-signal-safe; full pipe = already woken */
+    (void)r;
+    errno = saved;
+}
+
+static int setup_signals(struct cmn_err *err)
+{
+    if (pipe(signal_pipe) != 0)
+        return cmn_err_set(err, CMN_ERR_IO, errno, "pipe: %s", strerror(errno));
+    for (int i = 0; i < 2; i++) {
+        int fl = fcntl(signal_pipe[i], F_GETFL);
+        fcntl(signal_pipe[i], F_SETFL, fl | O_NONBLOCK);
+        fcntl(signal_pipe[i], F_SETFD, FD_CLOEXEC);
+    }
+    struct sigaction sa;
+    memset(&sa, 0, sizeof(sa));
+    sa.sa_handler = on_signal;
+    sigemptyset(&sa.sa_mask);
+    sa.sa_flags = SA_RESTART;
+    sigaction(SIGTERM, &sa, NULL);
+    sigaction(SIGINT, &sa, NULL);
+    sigaction(SIGHUP, &sa, NULL);
+    signal(SIGPIPE, SIG_IGN);
+    return CMN_OK;
+}
+
+/* --------------------------------------------------------- NATS events */
+
+static void on_js_event(enum cmn_js_event event, const char *detail, void *closure)
+{
+    struct worker *w = closure;
+    const char *d = detail ? detail : "";
+    switch (event) {
+    case CMN_JS_READY:
+        if (atomic_exchange(&w->disconnected, false)) {
+            cmn_metrics_add(w->metrics, M_RECONNECTS, NULL, 1);
+            LOG_INFO(NULL, "nats reconnected, consumer ready %s", d);
+        } else {
+            LOG_INFO(NULL, "nats connected, consumer ready %s", d);
+        }
+        atomic_store(&w->health_state, QW_HEALTH_READY);
+        break;
+    case CMN_JS_DISCONNECTED:
+        atomic_store(&w->disconnected, true);
+        atomic_store(&w->health_state, QW_HEALTH_RECONNECTING);
+        LOG_WARN(NULL, "nats disconnected, reconnecting (budget %" PRId64 " x %" PRId64 "ms) %s",
+                 w->cfg.faas_max_reconnect, w->cfg.faas_reconnect_delay_ms, d);
+        break;
+    case CMN_JS_CLOSED:
+        atomic_store(&w->health_state, QW_HEALTH_DEAD);
+        atomic_store(&w->closed, true);
+        LOG_ERROR(NULL, "nats connection closed, reconnect budget exhausted %s", d);
+        qw_http_wakeup(w->http);
+        break;
+    }
+}
+
+/* ------------------------------------------------------ the fetch thread */
+
+static void sleep_locked(struct worker *w, int64_t ms)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_MONOTONIC, &ts);
+    ts.tv_sec += ms / 1000;
+    ts.tv_nsec += (ms % 1000) * 1000000;
+    if (ts.tv_nsec >= 1000000000) {
+        ts.tv_sec++;
+        ts.tv_nsec -= 1000000000;
+    }
+    pthread_cond_timedwait(&w->cond, &w->lock, &ts);
+}
+
+/* Fetches only for free slots, with a wait far below ack_wait, so that no
+ * message ages in a local buffer: each one is started as soon as it lands. */
+static void *fetch_main(void *arg)
+{
+    struct worker *w = arg;
+    int64_t wait_ms = w->cfg.ack_wait_ms / 3;
+    if (wait_ms > 2000)
+        wait_ms = 2000;
+    if (wait_ms < 10)
+        wait_ms = 10;
+    struct cmn_js_msg **msgs = calloc((size_t)w->cfg.max_inflight, sizeof(*msgs));
+    bool failing = false;
+    pthread_mutex_lock(&w->lock);
+    while (msgs && !w->fetch_stop) {
+        if (w->free_slots <= 0) {
+            pthread_cond_wait(&w->cond, &w->lock);
+            continue;
+        }
+        int batch = (int)w->free_slots;
+        pthread_mutex_unlock(&w->lock);
+
+        struct cmn_err err;
+        int count = 0;
+        int64_t t0 = qw_now_ms();
+        enum cmn_status st = cmn_js_fetch(w->js, batch, wait_ms, msgs, &count, &err);
+        if (st != CMN_OK && !failing)
+            LOG_WARN(NULL, "fetch failed error=\"%s\" (%s); retrying", err.msg,
+                     cmn_status_name(st));
+        else if (st == CMN_OK && failing)
+            LOG_INFO(NULL, "fetch working again");
+        failing = st != CMN_OK;
+        if (count < 0 || count > batch)
+            count = 0;
+
+        pthread_mutex_lock(&w->lock);
+        for (int i = 0; i < count; i++)
+            w->queue[w->queue_len++] = msgs[i];
+        w->free_slots -= count;
+        if (count > 0) {
+            pthread_mutex_unlock(&w->lock);
+            qw_http_wakeup(w->http);
+            pthread_mutex_lock(&w->lock);
+        }
+        /* never spin on a fetch that fails at once (e.g. connection closed) */
+        int64_t left = wait_ms - (qw_now_ms() - t0);
+        if (st != CMN_OK && left > 0 && !w->fetch_stop)
+            sleep_locked(w, left);
+    }
+    w->fetch_done = true;
+    pthread_mutex_unlock(&w->lock);
+    qw_http_wakeup(w->http);
+    free(msgs);
+    return NULL;
+}
+
+static void on_slot_free(void *closure)
+{
+    struct worker *w = closure;
+    pthread_mutex_lock(&w->lock);
+    w->free_slots++;
+    pthread_cond_signal(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+static void stop_fetching(struct worker *w)
+{
+    pthread_mutex_lock(&w->lock);
+    w->fetch_stop = true;
+    pthread_cond_broadcast(&w->cond);
+    pthread_mutex_unlock(&w->lock);
+}
+
+/* Moves the fetched messages out of the hand-off queue into `out` (capacity
+ * max_inflight); returns how many, and whether the fetch thread has ended. */
+static int64_t take_fetched(struct worker *w, struct cmn_js_msg **out, bool *fetch_done)
+{
+    pthread_mutex_lock(&w->lock);
+    int64_t n = w->queue_len;
+    memcpy(out, w->queue, (size_t)n * sizeof(*out));
+    w->queue_len = 0;
+    *fetch_done = w->fetch_done;
+    pthread_mutex_unlock(&w->lock);
+    return n;
+}
+
+/* ------------------------------------------------------------ main loop */
+
+static void drain_signal_pipe(bool *stop, bool *reload)
+{
+    unsigned char buf[64];
+    ssize_t n;
+    while ((n = read(signal_pipe[0], buf, sizeof(buf))) > 0) {
+        for (ssize_t i = 0; i < n; i++) {
+            if (buf[i] == SIGHUP)
+                *reload = true;
+            else
+                *stop = true;
+        }
+    }
+}
+
+/* Returns the process exit code. */
+static int run(struct worker *w)
+{
+    struct cmn_js_msg **batch = calloc((size_t)w->cfg.max_inflight, sizeof(*batch));
+    if (!batch) {
+        LOG_ERROR(NULL, "out of memory");
+        return 1;
+    }
+    bool draining = false;
+    int64_t deadline = 0;
+    int code = 0;
+    for (;;) {
+        if (atomic_load(&w->closed)) {
+            LOG_ERROR(NULL, "exiting: NATS unavailable beyond the reconnect budget; "
+                            "%zu calls in flight will be redelivered after ack_wait",
+                      qw_calls_count(w->calls));
+            code = 1;
+            break;
+        }
+        bool fetch_done = false;
+        int64_t n = take_fetched(w, batch, &fetch_done);
+        for (int64_t i = 0; i < n; i++) {
+            if (draining)
+                qw_calls_hand_back(w->calls, &batch[i]);
+            else
+                qw_calls_start(w->calls, &batch[i]);
+        }
+        int64_t now = qw_now_ms();
+        int64_t next = qw_calls_run_timers(w->calls, now);
+        if (draining) {
+            if (now >= deadline && qw_calls_count(w->calls) > 0) {
+                LOG_WARN(NULL, "shutdown: drain_timeout reached with %zu calls in flight",
+                         qw_calls_count(w->calls));
+                qw_calls_abort_all(w->calls);
+            }
+            if (qw_calls_count(w->calls) == 0 && fetch_done && n == 0)
+                break;
+            if (deadline < next)
+                next = deadline;
+        }
+        int64_t timeout = next == INT64_MAX ? IDLE_POLL_MS : next - now;
+        if (timeout > IDLE_POLL_MS)
+            timeout = IDLE_POLL_MS;
+        if (timeout < 0)
+            timeout = 0;
+        bool sig = false;
+        struct cmn_err err;
+        if (qw_http_run(w->http, (int)timeout, signal_pipe[0], &sig, &err) != CMN_OK) {
+            LOG_ERROR(NULL, "http loop error=\"%s\"", err.msg);
+            usleep(100000);
+        }
+        if (sig) {
+            bool stop = false, reload = false;
+            drain_signal_pipe(&stop, &reload);
+            if (reload && w->resolver) {
+                if (cmn_resolver_reload(w->resolver, &err) == CMN_OK)
+                    LOG_INFO(NULL, "SIGHUP: functions reloaded");
+                else
+                    LOG_ERROR(NULL, "SIGHUP: reload failed error=\"%s\"", err.msg);
+            }
+            if (stop && !draining) {
+                draining = true;
+                deadline = qw_now_ms() + w->cfg.drain_timeout_ms;
+                stop_fetching(w);
+                LOG_INFO(NULL, "shutdown: stopped fetching, draining %zu calls in flight "
+                               "(drain_timeout %" PRId64 "ms)",
+                         qw_calls_count(w->calls), w->cfg.drain_timeout_ms);
+            } else if (stop) {
+                LOG_WARN(NULL, "shutdown: second signal, handing back calls in flight now");
+                deadline = qw_now_ms();
+            }
+        }
+    }
+    free(batch);
+    return code;
+}
+
+/* ------------------------------------------------------------- start-up */
+
+static void declare_metrics(struct cmn_metrics *m)
+{
+    cmn_metrics_declare(m, M_RECONNECTS, CMN_METRIC_COUNTER, "NATS reconnections");
+    cmn_metrics_add(m, M_RECONNECTS, NULL, 0);
+}
+
+static void shutdown_worker(struct worker *w)
+{
+    if (w->fetch_started) {
+        stop_fetching(w);
+        pthread_join(w->fetch_thread, NULL);
+    }
+    /* fatal path only: fetched, unstarted messages are left to ack_wait */
+    for (int64_t i = 0; w->queue && i < w->queue_len; i++)
+        cmn_js_msg_free(w->queue[i]);
+    qw_calls_free(w->calls);
+    cmn_js_free(w->js);
+    qw_health_free(w->health);
+    qw_http_free(w->http);
+    cmn_resolver_free(w->resolver);
+    cmn_metrics_free(w->metrics);
+    free(w->queue);
+    pthread_cond_destroy(&w->cond);
+    pthread_mutex_destroy(&w->lock);
+    qw_config_free(&w->cfg);
+}
+
+static int start(struct worker *w)
+{
+    const struct qw_config *cfg = &w->cfg;
+    struct cmn_err err;
+    char url[512], ack[32], up[32];
+    qw_config_nats_url(cfg, url, sizeof(url));
+
+    w->metrics = cmn_metrics_new();
+    w->queue = calloc((size_t)cfg->max_inflight, sizeof(*w->queue));
+    if (!w->metrics || !w->queue) {
+        LOG_ERROR(NULL, "out of memory");
+        return 1;
+    }
+    declare_metrics(w->metrics);
+    w->free_slots = cfg->max_inflight;
+    if (!cfg->gateway_invoke) {
+        struct cmn_resolver_config rc = {
+            .functions_file = cfg->direct_functions ? NULL : cfg->functions_file,
+            .direct_functions = cfg->direct_functions,
+            .direct_suffix = cfg->direct_functions_suffix,
+        };
+        if (cmn_resolver_new(&rc, &w->resolver, &err) != CMN_OK) {
+            LOG_ERROR(NULL, "resolver: %s", err.msg);
+            return 2;
+        }
+    }
+    if (qw_http_new((int)(cfg->max_inflight * 2 + 8), &w->http, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "http client: %s", err.msg);
+        return 1;
+    }
+    struct qw_call_env env = {
+        .cfg = cfg,
+        .http = w->http,
+        .resolver = w->resolver,
+        .metrics = w->metrics,
+        .on_slot_free = on_slot_free,
+        .closure = w,
+    };
+    if (cfg->metrics_port > 0 && qw_health_start((int)cfg->metrics_port, w->metrics,
+                                                 &w->health_state, &w->health, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "health/metrics server: %s", err.msg);
+        return 1;
+    }
+    if (setup_signals(&err) != CMN_OK) {
+        LOG_ERROR(NULL, "signals: %s", err.msg);
+        return 1;
+    }
+    char client[300], host[256];
+    if (gethostname(host, sizeof(host)) != 0)
+        snprintf(host, sizeof(host), "unknown");
+    host[sizeof(host) - 1] = '\0';
+    snprintf(client, sizeof(client), "queue-worker@%s", host);
+    struct cmn_js_config jc = {
+        .url = url,
+        .client_name = client,
+        .stream = cfg->faas_nats_channel,
+        .max_msg_bytes = cfg->max_body_bytes + 65536,
+        .duplicate_window_ms = 120000,
+        .dead_letter_stream =
+            cfg->dead_letter_stream && cfg->dead_letter_stream[0] ? cfg->dead_letter_stream : NULL,
+        .durable = cfg->faas_nats_queue_group,
+        .ack_wait_ms = cfg->ack_wait_ms,
+        .max_reconnect = (int)cfg->faas_max_reconnect,
+        .reconnect_wait_ms = cfg->faas_reconnect_delay_ms,
+        .publish_timeout_ms = PUBLISH_TIMEOUT_MS,
+        .max_pending_publishes = 16,
+        .on_event = on_js_event,
+        .on_publish = NULL,
+        .closure = w,
+    };
+    LOG_INFO(NULL, "starting queue-worker version=%s channel=%s consumer=%s max_inflight=%" PRId64
+             " ack_wait=%s upstream_timeout=%s nats=%s invoke=%s",
+             CFAAS_VERSION, cfg->faas_nats_channel, cfg->faas_nats_queue_group, cfg->max_inflight,
+             cmn_duration_format(cfg->ack_wait_ms, ack, sizeof(ack)),
+             cmn_duration_format(cfg->upstream_timeout_ms, up, sizeof(up)), url,
+             cfg->gateway_invoke ? "gateway" : "direct");
+    if (cmn_js_open(&jc, &w->js, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "nats: %s", err.msg);
+        return 1;
+    }
+    env.js = w->js;
+    w->calls = qw_calls_new(&env);
+    if (!w->calls) {
+        LOG_ERROR(NULL, "out of memory");
+        return 1;
+    }
+    int rc = pthread_create(&w->fetch_thread, NULL, fetch_main, w);
+    if (rc != 0) {
+        LOG_ERROR(NULL, "pthread_create: %s", strerror(rc));
+        return 1;
+    }
+    w->fetch_started = true;
+    return -1;
+}
+
+int main(int argc, char **argv)
+{
+    static struct worker w; /* zeroed; its address is handed to other threads */
+    int code = qw_config_init(&w.cfg, argc, argv);
+    if (code >= 0) {
+        qw_config_free(&w.cfg);
+        return code;
+    }
+    if (!qw_http_global_init()) {
+        LOG_ERROR(NULL, "libcurl initialisation failed");
+        qw_config_free(&w.cfg);
+        return 1;
+    }
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&w.cond, &ca);
+    pthread_condattr_destroy(&ca);
+    pthread_mutex_init(&w.lock, NULL);
+    atomic_init(&w.health_state, QW_HEALTH_STARTING);
+    atomic_init(&w.closed, false);
+    atomic_init(&w.disconnected, false);
+
+    code = start(&w);
+    if (code < 0)
+        code = run(&w);
+    if (code == 0)
+        LOG_INFO(NULL, "shutdown complete");
+    shutdown_worker(&w);
+    qw_http_global_cleanup();
+    return code;
+}
