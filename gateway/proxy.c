@@ -12,7 +12,6 @@
 #include <sys/socket.h>
 #include <netinet/in.h>
 
-#include <curl/curl.h>
 #include <event2/buffer.h>
 #include <event2/dns.h>
 #include <event2/event.h>
@@ -56,8 +55,8 @@ struct upstream {
     char *host_header;     /* value of Host */
     char *prefix;          /* base path without trailing '/', "" for none */
     int port;
-    bool numeric;          /* host is an IP literal: no lookup */
-    bool broken;           /* not an http:// URL: every call gets 502 */
+    bool numeric; /* host is an IP literal: no lookup */
+    bool broken;  /* not an http:// URL: every call gets 502 */
     char addr[GW_ADDR_MAX];
     bool have_addr;
     int dns_result;        /* 0 or the EVUTIL_EAI_* of the last lookup */
@@ -82,15 +81,15 @@ struct px_call {
     struct event deadline;
     enum evhttp_cmd_type method;
     bool waiting_dns;
-    bool sending;      /* inside evhttp_make_request: completion is deferred */
-    bool early_done;   /* completion arrived during evhttp_make_request */
-    int up_error;      /* enum evhttp_request_error, -1 = none */
+    bool sending;    /* inside evhttp_make_request: completion is deferred */
+    bool early_done; /* completion arrived during evhttp_make_request */
+    int up_error;    /* enum evhttp_request_error, -1 = none */
     int64_t t0_ns;
     char call_id[CMN_CALLID_MAX];
     char start[24];
     char fn_full[CMN_NAME_MAX * 2];       /* "name.ns" */
     char fn_label[CMN_NAME_MAX * 2 + 24]; /* function_name="name.ns" */
-    char *uri; /* uri_inline or malloc'ed */
+    char *uri;                            /* uri_inline or malloc'ed */
     char uri_inline[URI_INLINE];
 };
 
@@ -175,28 +174,25 @@ static void upstream_free(struct gw_proxy *px, struct upstream *up)
     free(up);
 }
 
-/* Parses the resolver's base URL with libcurl's URL API. */
+/* Parses the resolver's base URL with libevent's strict URI parser. */
 static bool upstream_parse(struct upstream *up)
 {
     bool ok = false;
-    char *scheme = NULL, *host = NULL, *port = NULL, *path = NULL;
-    CURLU *u = curl_url();
+    struct evhttp_uri *u = evhttp_uri_parse_with_flags(up->base_url, 0);
     if (u == NULL)
         return false;
-    if (curl_url_set(u, CURLUPART_URL, up->base_url, 0) != CURLUE_OK)
+    const char *scheme = evhttp_uri_get_scheme(u);
+    const char *host = evhttp_uri_get_host(u);
+    const char *path = evhttp_uri_get_path(u);
+    if (scheme == NULL || strcasecmp(scheme, "http") != 0 || host == NULL || host[0] == '\0')
         goto out;
-    if (curl_url_get(u, CURLUPART_SCHEME, &scheme, 0) != CURLUE_OK ||
-        strcasecmp(scheme, "http") != 0)
+    up->port = evhttp_uri_get_port(u);
+    if (up->port < 0)
+        up->port = 80;
+    if (up->port == 0 || up->port > 65535)
         goto out;
-    if (curl_url_get(u, CURLUPART_HOST, &host, 0) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PORT, &port, CURLU_DEFAULT_PORT) != CURLUE_OK ||
-        curl_url_get(u, CURLUPART_PATH, &path, 0) != CURLUE_OK)
-        goto out;
-    char *end = NULL;
-    long p = strtol(port, &end, 10);
-    if (end == port || *end != '\0' || p <= 0 || p > 65535)
-        goto out;
-    up->port = (int)p;
+    if (path == NULL)
+        path = "";
 
     size_t hlen = strlen(host);
     if (hlen >= 2 && host[0] == '[' && host[hlen - 1] == ']')
@@ -225,11 +221,7 @@ static bool upstream_parse(struct upstream *up)
     }
     ok = true;
 out:
-    curl_free(scheme);
-    curl_free(host);
-    curl_free(port);
-    curl_free(path);
-    curl_url_cleanup(u);
+    evhttp_uri_free(u);
     return ok;
 }
 
@@ -277,8 +269,7 @@ static struct upstream *upstream_get(struct gw_proxy *px, const char *base_url)
     return up;
 }
 
-static struct evhttp_connection *pool_get(struct gw_proxy *px, struct upstream *up,
-                                          unsigned *gen)
+static struct evhttp_connection *pool_get(struct gw_proxy *px, struct upstream *up, unsigned *gen)
 {
     while (up->idle_count > 0) {
         struct idle_conn ic = up->idle[--up->idle_count];
@@ -315,15 +306,15 @@ static void pool_put(struct gw_proxy *px, struct upstream *up, struct evhttp_con
 
 /* ---- DNS ---------------------------------------------------------------- */
 
+static bool no_such_name(int result)
+{
+    return result == EVUTIL_EAI_NONAME || result == EVUTIL_EAI_NODATA;
+}
+
 static void dns_fail(struct px_call *call, int result)
 {
     struct gw_proxy *px = call->px;
-    if (px->config.direct_functions &&
-        (result == EVUTIL_EAI_NONAME
-#ifdef EVUTIL_EAI_NODATA
-         || result == EVUTIL_EAI_NODATA
-#endif
-         )) {
+    if (px->config.direct_functions && no_such_name(result)) {
         call_finish(call, 404);
         return;
     }
@@ -369,6 +360,10 @@ static void dns_done(int result, struct evutil_addrinfo *res, void *arg)
         } else {
             up->dns_result = EVUTIL_EAI_FAIL;
         }
+    } else if (up->have_addr && !no_such_name(result)) {
+        /* A failed refresh (DNS timeout, server failure) keeps the last good
+         * address; only "no such name" makes the function disappear. */
+        up->dns_result = 0;
     } else {
         up->dns_result = result != 0 ? result : EVUTIL_EAI_NONAME;
         up->have_addr = false;
@@ -483,7 +478,9 @@ static void call_release(struct px_call *call)
 static void record_metrics(struct px_call *call, int code)
 {
     struct cmn_metrics *m = call->px->config.metrics;
-    if (m == NULL || call->fn_label[0] == '\0')
+    /* No series for 404 (a name that does not resolve) or for calls that
+     * never reached an upstream: bounded cardinality. */
+    if (m == NULL || call->fn_label[0] == '\0' || code == 404)
         return;
     char labels[LABELS_MAX];
     snprintf(labels, sizeof(labels), "%s,code=\"%d\"", call->fn_label, code);
@@ -527,11 +524,21 @@ static void call_finish(struct px_call *call, int code)
         set_reply_ids(call, evhttp_request_get_output_headers(req));
         char text[CMN_NAME_MAX * 2 + 64];
         switch (code) {
-        case 404: snprintf(text, sizeof(text), "function not found: %s", call->fn_full); break;
-        case 502: snprintf(text, sizeof(text), "upstream unreachable"); break;
-        case 503: snprintf(text, sizeof(text), "gateway shutting down"); break;
-        case 504: snprintf(text, sizeof(text), "upstream timeout"); break;
-        default: text[0] = '\0'; break;
+        case 404:
+            snprintf(text, sizeof(text), "function not found: %s", call->fn_full);
+            break;
+        case 502:
+            snprintf(text, sizeof(text), "upstream unreachable");
+            break;
+        case 503:
+            snprintf(text, sizeof(text), "gateway shutting down");
+            break;
+        case 504:
+            snprintf(text, sizeof(text), "upstream timeout");
+            break;
+        default:
+            text[0] = '\0';
+            break;
         }
         gw_reply_text(req, code, text);
         call->req = NULL;
@@ -697,6 +704,11 @@ static void call_send(struct px_call *call)
     }
     evbuffer_add_buffer(evhttp_request_get_output_buffer(up_req), body);
 
+    /* Counted here, once the function is known to exist: in DNS mode a
+     * client could otherwise create a series per made-up name. */
+    if (px->config.metrics != NULL)
+        cmn_metrics_add(px->config.metrics, "gateway_function_invocation_started", call->fn_label,
+                        1);
     call->up_req = up_req;
     call->sending = true;
     int rc = evhttp_make_request(call->conn, up_req, call->method, call->uri);
@@ -716,8 +728,7 @@ static void call_send(struct px_call *call)
     }
 }
 
-static bool build_uri(struct px_call *call, const char *prefix, const char *sub,
-                      const char *query)
+static bool build_uri(struct px_call *call, const char *prefix, const char *sub, const char *query)
 {
     if (sub[0] == '\0' && prefix[0] == '\0')
         sub = "/";
@@ -756,7 +767,10 @@ void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
     char url[URL_MAX];
     enum cmn_status st = cmn_resolver_lookup(px->config.resolver, &fn, url, sizeof(url), NULL);
     if (st != CMN_OK) {
-        snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
+        if (st == CMN_ERR_NOT_FOUND)
+            snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
+        else
+            snprintf(text, sizeof(text), "cannot resolve function %s.%s", fn.name, fn.ns);
         gw_reply_text(req, st == CMN_ERR_NOT_FOUND ? 404 : 502, text);
         return;
     }
@@ -787,10 +801,6 @@ void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
         snprintf(call->start, sizeof(call->start), "%s", start);
     else
         snprintf(call->start, sizeof(call->start), "%lld", (long long)gw_now_ns());
-
-    if (px->config.metrics != NULL)
-        cmn_metrics_add(px->config.metrics, "gateway_function_invocation_started", call->fn_label,
-                        1);
 
     struct upstream *up = upstream_get(px, url);
     if (up == NULL || up->broken) {

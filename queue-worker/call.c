@@ -154,9 +154,9 @@ static bool append_escaped(char *buf, size_t size, size_t *len, const char *s, b
     static const char hex[] = "0123456789ABCDEF";
     for (; *s; s++) {
         unsigned char ch = (unsigned char)*s;
-        bool esc = ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '"' || ch == '<' ||
-                   ch == '>' || ch == '\\' || ch == '^' || ch == '`' || ch == '{' ||
-                   ch == '|' || ch == '}' || (in_path && ch == '?');
+        bool esc = ch <= 0x20 || ch >= 0x7f || ch == '#' || ch == '"' || ch == '<' || ch == '>' ||
+                   ch == '\\' || ch == '^' || ch == '`' || ch == '{' || ch == '|' || ch == '}' ||
+                   (in_path && ch == '?');
         size_t need = esc ? 3 : 1;
         if (*len + need >= size)
             return false;
@@ -220,6 +220,10 @@ struct qw_calls *qw_calls_new(const struct qw_call_env *env)
     cmn_metrics_declare(m, M_CALLBACK_FAILURES, CMN_METRIC_COUNTER,
                         "Callbacks abandoned after their last attempt");
     cmn_metrics_set(m, M_INFLIGHT, NULL, 0);
+    cmn_metrics_add(m, M_RECEIVED, NULL, 0);
+    cmn_metrics_add(m, M_RETRIES, NULL, 0);
+    cmn_metrics_add(m, M_DEAD, NULL, 0);
+    cmn_metrics_add(m, M_CALLBACK_FAILURES, NULL, 0);
     return set;
 }
 
@@ -251,13 +255,15 @@ static void settle(struct qw_call *c)
                                                 (int)c->attempt, &err);
         if (st == CMN_OK) {
             cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
-            LOG_WARN(c->log_id, "dead-lettered reason=\"%s\" status=%d attempts=%" PRIu64
-                     " stream=%s", c->dead_reason, c->status, c->attempt,
-                     cfg->dead_letter_stream);
+            LOG_WARN(c->log_id,
+                     "dead-lettered reason=\"%s\" status=%d attempts=%" PRIu64 " stream=%s",
+                     c->dead_reason, c->status, c->attempt, cfg->dead_letter_stream);
         } else if (st != CMN_ERR_INVALID) {
             /* keep the call rather than lose it: it comes back as a final attempt */
-            LOG_ERROR(c->log_id, "dead-letter failed error=\"%s\"; handed back for redelivery "
-                      "in %" PRId64 "ms", err.msg, cfg->initial_retry_wait_ms);
+            LOG_ERROR(c->log_id,
+                      "dead-letter failed error=\"%s\"; handed back for redelivery "
+                      "in %" PRId64 "ms",
+                      err.msg, cfg->initial_retry_wait_ms);
             if (cmn_js_msg_nak_delay(c->msg, cfg->initial_retry_wait_ms, &err) != CMN_OK)
                 LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
             call_end(c);
@@ -284,8 +290,7 @@ static void poison(struct qw_call *c, const char *why)
     char reason[300];
     struct cmn_err err;
     snprintf(reason, sizeof(reason), "undecodable: %s", why);
-    enum cmn_status st =
-        cmn_js_dead_letter(set->env.js, c->msg, reason, 0, (int)c->attempt, &err);
+    enum cmn_status st = cmn_js_dead_letter(set->env.js, c->msg, reason, 0, (int)c->attempt, &err);
     if (st == CMN_OK) {
         cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
         LOG_WARN(c->log_id, "dead-lettered reason=\"%s\" status=0 attempts=%" PRIu64, reason,
@@ -294,8 +299,10 @@ static void poison(struct qw_call *c, const char *why)
         int64_t delay = set->env.cfg->initial_retry_wait_ms;
         if (delay < 1000)
             delay = 1000;
-        LOG_ERROR(c->log_id, "dead-letter failed error=\"%s\"; handed back for redelivery in "
-                  "%" PRId64 "ms", err.msg, delay);
+        LOG_ERROR(c->log_id,
+                  "dead-letter failed error=\"%s\"; handed back for redelivery in "
+                  "%" PRId64 "ms",
+                  err.msg, delay);
         if (cmn_js_msg_nak_delay(c->msg, delay, &err) != CMN_OK)
             LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
         call_end(c);
@@ -359,15 +366,15 @@ static void callback_failed(struct qw_call *c, const char *why)
     const char *url = redact_url(c->call.callback_url, ubuf, sizeof(ubuf));
     if (c->cb_attempt < cfg->callback_max_attempts) {
         int64_t delay = qw_retry_callback_backoff_ms(c->cb_attempt);
-        LOG_WARN(c->log_id, "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64
-                 " next_in=%" PRId64 "ms", url, why, c->cb_attempt, cfg->callback_max_attempts,
-                 delay);
+        LOG_WARN(c->log_id,
+                 "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64 " next_in=%" PRId64 "ms",
+                 url, why, c->cb_attempt, cfg->callback_max_attempts, delay);
         c->state = ST_CALLBACK_WAIT;
         c->wake_ms = qw_now_ms() + delay;
         return;
     }
-    LOG_ERROR(c->log_id, "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64
-              " giving up", url, why, c->cb_attempt, cfg->callback_max_attempts);
+    LOG_ERROR(c->log_id, "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64 " giving up",
+              url, why, c->cb_attempt, cfg->callback_max_attempts);
     cmn_metrics_add(c->set->env.metrics, M_CALLBACK_FAILURES, NULL, 1);
     settle(c);
 }
@@ -381,8 +388,7 @@ static void on_callback_done(struct qw_http_response *r, void *closure)
     if (r->result == QW_HTTP_OK && r->status >= 200 && r->status <= 299) {
         char ubuf[512];
         LOG_INFO(c->log_id, "callback posted url=%s status=%d attempt=%d",
-                 redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), r->status,
-                 c->cb_attempt);
+                 redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), r->status, c->cb_attempt);
         qw_http_response_free(r);
         settle(c);
         return;
@@ -411,8 +417,8 @@ static void post_callback(struct qw_call *c)
         .timeout_ms = cfg->callback_timeout_ms,
         .max_body_bytes = 0,
     };
-    if (qw_http_start(c->set->env.http, &req, &c->cb_resp, on_callback_done, c, &c->xfer,
-                      &err) != CMN_OK) {
+    if (qw_http_start(c->set->env.http, &req, &c->cb_resp, on_callback_done, c, &c->xfer, &err) !=
+        CMN_OK) {
         c->xfer = NULL;
         callback_failed(c, err.msg);
     }
@@ -450,9 +456,10 @@ static void schedule_retry(struct qw_call *c)
         source = "retry-after";
     }
     cmn_metrics_add(set->env.metrics, M_RETRIES, NULL, 1);
-    LOG_INFO(c->log_id, "retry scheduled attempt=%" PRIu64 "/%" PRId64 " status=%d delay=%.3fs"
-             " source=%s", c->attempt, cfg->max_retry_attempts + 1, c->status,
-             (double)delay / 1000.0, source);
+    LOG_INFO(c->log_id,
+             "retry scheduled attempt=%" PRIu64 "/%" PRId64 " status=%d delay=%.3fs"
+             " source=%s",
+             c->attempt, cfg->max_retry_attempts + 1, c->status, (double)delay / 1000.0, source);
     if (cmn_js_msg_nak_delay(c->msg, delay, &err) != CMN_OK)
         LOG_ERROR(c->log_id, "nak failed error=\"%s\"; redelivered after ack_wait instead",
                   err.msg);
@@ -524,7 +531,7 @@ static int build_url(struct qw_call *c)
     struct cmn_err err;
     const char *f = c->call.function;
     if (cmn_name_parse(f, strlen(f), cfg->function_namespace, &fn, &err) != CMN_OK) {
-        snprintf(c->error, sizeof(c->error), "invalid function name: %s", err.msg);
+        snprintf(c->error, sizeof(c->error), "%s", err.msg);
         return 400;
     }
     size_t size = strlen(f) + 3 * (strlen(c->call.path) + strlen(c->call.query)) + 600;
@@ -535,13 +542,13 @@ static int build_url(struct qw_call *c)
     }
     size_t len = 0;
     if (cfg->gateway_invoke) {
-        int n = snprintf(url, size, "http://%s:%" PRId64 "/function/%s",
-                         cfg->faas_gateway_address, cfg->faas_gateway_port, f);
+        int n = snprintf(url, size, "http://%s:%" PRId64 "/function/%s", cfg->faas_gateway_address,
+                         cfg->faas_gateway_port, f);
         len = n > 0 ? (size_t)n : 0;
     } else {
         if (cmn_resolver_lookup(c->set->env.resolver, &fn, url, size - 3, &err) != CMN_OK) {
             free(url);
-            snprintf(c->error, sizeof(c->error), "function not found: %s", err.msg);
+            snprintf(c->error, sizeof(c->error), "%s", err.msg);
             return 404;
         }
         len = strlen(url);
@@ -603,9 +610,8 @@ static void invoke(struct qw_call *c)
         .max_body_bytes = RESPONSE_MAX_BYTES,
     };
     c->state = ST_INVOKING;
-    if (st != CMN_OK ||
-        qw_http_start(c->set->env.http, &req, &c->resp, on_invoke_done, c, &c->xfer, &err) !=
-            CMN_OK) {
+    if (st != CMN_OK || qw_http_start(c->set->env.http, &req, &c->resp, on_invoke_done, c, &c->xfer,
+                                      &err) != CMN_OK) {
         /* same path as a transfer that failed at once */
         c->xfer = NULL;
         memset(&c->resp, 0, sizeof(c->resp));
@@ -624,8 +630,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     *msgp = NULL;
     struct qw_call *c = calloc(1, sizeof(*c));
     if (!c) {
-        LOG_ERROR(NULL, "out of memory: message seq=%" PRIu64 " handed back",
-                  cmn_js_msg_seq(msg));
+        LOG_ERROR(NULL, "out of memory: message seq=%" PRIu64 " handed back", cmn_js_msg_seq(msg));
         cmn_js_msg_nak_delay(msg, 1000, NULL);
         cmn_js_msg_free(msg);
         if (set->env.on_slot_free)
@@ -654,8 +659,10 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     const void *body = cmn_js_msg_body(msg, &body_len);
     if (cmn_js_msg_decode(msg, &c->call, &err) != CMN_OK) {
         snprintf(c->log_id, sizeof(c->log_id), "seq-%" PRIu64, cmn_js_msg_seq(msg));
-        LOG_WARN(c->log_id, "received undecodable message delivery=%" PRIu64 " bytes=%zu "
-                 "error=\"%s\"", c->attempt, body_len, err.msg);
+        LOG_WARN(c->log_id,
+                 "received undecodable message delivery=%" PRIu64 " bytes=%zu "
+                 "error=\"%s\"",
+                 c->attempt, body_len, err.msg);
         poison(c, err.msg);
         return;
     }
@@ -724,8 +731,10 @@ void qw_calls_abort_all(struct qw_calls *set)
             double s = (double)(qw_now_ns() - c->received_ns) / 1e9;
             if (cmn_js_msg_nak_delay(c->msg, 0, &err) != CMN_OK)
                 LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
-            LOG_WARN(c->log_id, "shutdown: invocation aborted after %.3fs, handed back for "
-                     "another worker", s);
+            LOG_WARN(c->log_id,
+                     "shutdown: invocation aborted after %.3fs, handed back for "
+                     "another worker",
+                     s);
             call_end(c);
         } else {
             qw_http_response_free(&c->cb_resp);

@@ -40,11 +40,11 @@ static const struct cmn_config_entry table[] = {
      "namespace of function names given without one"},
     {"max_inflight", CMN_CFG_INT, "50", 1, 10000, F(max_inflight), false,
      "calls in progress at once per worker (invocations and their callbacks)"},
-    {"ack_wait", CMN_CFG_DURATION, "60s", 1 * SEC, 3600 * SEC, F(ack_wait_ms), false,
+    {"ack_wait", CMN_CFG_DURATION, "60s", 100, 3600 * SEC, F(ack_wait_ms), false,
      "lease of a fetched call; renewed every ack_wait/3 while it runs, so it only decides how "
      "fast a dead worker's calls are redelivered"},
-    {"upstream_timeout", CMN_CFG_DURATION, "60s", 1, 24 * 3600 * SEC, F(upstream_timeout_ms),
-     false, "deadline of one function invocation (then status 504)"},
+    {"upstream_timeout", CMN_CFG_DURATION, "60s", 1, 24 * 3600 * SEC, F(upstream_timeout_ms), false,
+     "deadline of one function invocation (then status 504)"},
     {"max_retry_attempts", CMN_CFG_INT, "10", 0, 1000, F(max_retry_attempts), false,
      "retries after the first attempt for retry_http_codes and transport errors"},
     {"initial_retry_wait", CMN_CFG_DURATION, "10s", 0, 24 * 3600 * SEC, F(initial_retry_wait_ms),
@@ -73,12 +73,17 @@ static const struct cmn_config_entry table[] = {
      "log function response bodies"},
     {"faas_print_body", CMN_CFG_BOOL, "false", 0, -1, F(faas_print_body), false,
      "log request bodies"},
-    {"log_level", CMN_CFG_STRING, "info", 0, -1, F(log_level), false,
-     "debug, info, warn or error"},
+    {"log_level", CMN_CFG_STRING, "info", 0, -1, F(log_level), false, "debug, info, warn or error"},
     {"log_format", CMN_CFG_STRING, "text", 0, -1, F(log_format), false, "text or json"},
 };
 
 #define TABLE_COUNT (sizeof(table) / sizeof(table[0]))
+
+static int invalid(const char *why)
+{
+    fprintf(stderr, "%s: invalid configuration: %s\n", PROGRAM, why);
+    return 2;
+}
 
 int qw_config_init(struct qw_config *cfg, int argc, char **argv)
 {
@@ -89,33 +94,21 @@ int qw_config_init(struct qw_config *cfg, int argc, char **argv)
      * effective config, but its settings come from the same table: load once
      * quietly for them, then for real. */
     struct cmn_err err;
-    if (cmn_config_load(table, TABLE_COUNT, cfg, &err) != CMN_OK) {
-        fprintf(stderr, "config: %s\n", err.msg);
-        return 2;
-    }
-    if (!cmn_log_setup(cfg->log_level, cfg->log_format)) {
-        fprintf(stderr, "config: log_level or log_format: unknown value (%s, %s)\n",
-                cfg->log_level, cfg->log_format);
-        return 2;
-    }
+    if (cmn_config_load(table, TABLE_COUNT, cfg, &err) != CMN_OK)
+        return invalid(err.msg);
+    if (!cmn_log_setup(cfg->log_level, cfg->log_format))
+        return invalid("log_level must be debug|info|warn|error, log_format text|json");
     qw_config_free(cfg);
     code = cmn_config_load_or_exit_code(PROGRAM, table, TABLE_COUNT, cfg);
     if (code >= 0)
         return code;
-    if (cfg->max_retry_wait_ms < cfg->initial_retry_wait_ms) {
-        fprintf(stderr, "config: max_retry_wait must be >= initial_retry_wait\n");
-        return 2;
-    }
-    if (!cfg->faas_nats_channel[0] || !cfg->faas_nats_queue_group[0]) {
-        fprintf(stderr, "config: faas_nats_channel and faas_nats_queue_group must not be empty\n");
-        return 2;
-    }
+    if (cfg->max_retry_wait_ms < cfg->initial_retry_wait_ms)
+        return invalid("max_retry_wait must be >= initial_retry_wait");
+    if (!cfg->faas_nats_channel[0] || !cfg->faas_nats_queue_group[0])
+        return invalid("faas_nats_channel and faas_nats_queue_group must not be empty");
     if (!cfg->gateway_invoke && !cfg->direct_functions &&
-        !(cfg->functions_file && cfg->functions_file[0])) {
-        fprintf(stderr, "config: gateway_invoke=false needs functions_file or "
-                        "direct_functions=true\n");
-        return 2;
-    }
+        !(cfg->functions_file && cfg->functions_file[0]))
+        return invalid("gateway_invoke=false needs functions_file or direct_functions=true");
     return -1;
 }
 

@@ -23,8 +23,8 @@ struct qw_health {
     bool started;
 };
 
-static void reply_text(struct evhttp_request *req, int code, const char *reason,
-                       const char *type, const char *body, size_t len)
+static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *type,
+                       const char *body, size_t len)
 {
     struct evbuffer *buf = evbuffer_new();
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
@@ -46,8 +46,7 @@ static void on_request(struct evhttp_request *req, void *arg)
     if (path_len == 8 && strncmp(uri, "/healthz", 8) == 0 && get) {
         int st = atomic_load(h->state);
         if (st == QW_HEALTH_DEAD)
-            reply_text(req, 503, "Service Unavailable", "text/plain", "NATS connection lost\n",
-                       21);
+            reply_text(req, 503, "Service Unavailable", "text/plain", "NATS connection lost\n", 21);
         else
             reply_text(req, 200, "OK", "text/plain", "OK", 2);
         return;

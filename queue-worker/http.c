@@ -323,8 +323,7 @@ static void complete(struct qw_http_xfer *x, CURLcode code)
         r->status = 0;
         if (x->too_large) {
             r->result = QW_HTTP_TOO_LARGE;
-            snprintf(r->error, sizeof(r->error), "response body over %zu bytes",
-                     x->max_body_bytes);
+            snprintf(r->error, sizeof(r->error), "response body over %zu bytes", x->max_body_bytes);
         } else if (code == CURLE_OPERATION_TIMEDOUT) {
             r->result = QW_HTTP_TIMEOUT;
         } else if (code == CURLE_URL_MALFORMAT || code == CURLE_UNSUPPORTED_PROTOCOL) {
@@ -348,8 +347,8 @@ enum cmn_status qw_http_run(struct qw_http *http, int timeout_ms, int extra_fd, 
         *extra_ready = false;
     if (timeout_ms < 0)
         timeout_ms = 0;
-    CURLMcode mc = curl_multi_poll(http->multi, extra_fd >= 0 ? &wfd : NULL,
-                                   extra_fd >= 0 ? 1 : 0, timeout_ms, &numfds);
+    CURLMcode mc = curl_multi_poll(http->multi, extra_fd >= 0 ? &wfd : NULL, extra_fd >= 0 ? 1 : 0,
+                                   timeout_ms, &numfds);
     if (mc != CURLM_OK)
         return cmn_err_set(err, CMN_ERR_IO, (int)mc, "curl_multi_poll: %s",
                            curl_multi_strerror(mc));

@@ -17,11 +17,11 @@ struct qw_http;
 struct qw_http_xfer;
 
 enum qw_http_result {
-    QW_HTTP_OK = 0,     /* a complete HTTP response arrived (any status) */
-    QW_HTTP_TRANSPORT,  /* connect/send/receive failed: no (complete) response */
-    QW_HTTP_TIMEOUT,    /* the request's timeout_ms passed */
-    QW_HTTP_TOO_LARGE,  /* the response body exceeded max_body_bytes */
-    QW_HTTP_INVALID,    /* the request cannot be made (malformed URL, bad scheme) */
+    QW_HTTP_OK = 0,    /* a complete HTTP response arrived (any status) */
+    QW_HTTP_TRANSPORT, /* connect/send/receive failed: no (complete) response */
+    QW_HTTP_TIMEOUT,   /* the request's timeout_ms passed */
+    QW_HTTP_TOO_LARGE, /* the response body exceeded max_body_bytes */
+    QW_HTTP_INVALID,   /* the request cannot be made (malformed URL, bad scheme) */
     QW_HTTP_RESULT_COUNT
 };
 
@@ -36,8 +36,8 @@ struct qw_http_request {
     const struct cmn_headers *headers; /* sent in order; may be NULL */
     const void *body;                  /* may be NULL when body_len is 0 */
     size_t body_len;
-    int64_t timeout_ms;                /* whole-transfer deadline, > 0 */
-    size_t max_body_bytes;             /* response body cap; 0 = discard the body */
+    int64_t timeout_ms;    /* whole-transfer deadline, > 0 */
+    size_t max_body_bytes; /* response body cap; 0 = discard the body */
 };
 
 /* The outcome of one transfer, filled by the module; the caller owns it (and
@@ -48,7 +48,7 @@ struct qw_http_response {
     struct cmn_headers headers; /* response headers of the final response, in order */
     char *body;                 /* NUL-terminated copy (NULL when empty or discarded) */
     size_t body_len;
-    char error[256];            /* curl's message when result is not QW_HTTP_OK */
+    char error[256]; /* curl's message when result is not QW_HTTP_OK */
 };
 
 /* Runs exactly once per successfully started, not cancelled transfer, on the

@@ -30,6 +30,7 @@
 #define M_RECONNECTS "queue_worker_nats_reconnect_total"
 #define IDLE_POLL_MS 10000
 #define PUBLISH_TIMEOUT_MS 5000
+#define BURST_WAIT_MS 50
 
 struct worker {
     struct qw_config cfg;
@@ -46,7 +47,7 @@ struct worker {
     /* fetch thread ↔ main thread hand-off, guarded by `lock` */
     pthread_mutex_t lock;
     pthread_cond_t cond;
-    int64_t free_slots;       /* max_inflight minus messages fetched and not yet released */
+    int64_t free_slots; /* max_inflight minus messages fetched and not yet released */
     bool fetch_stop;
     bool fetch_done;
     struct cmn_js_msg **queue; /* fetched, not yet started; never more than max_inflight */
@@ -97,22 +98,24 @@ static void on_js_event(enum cmn_js_event event, const char *detail, void *closu
     case CMN_JS_READY:
         if (atomic_exchange(&w->disconnected, false)) {
             cmn_metrics_add(w->metrics, M_RECONNECTS, NULL, 1);
-            LOG_INFO(NULL, "nats reconnected, consumer ready %s", d);
+            LOG_INFO(NULL, "nats reconnected, consumer ready detail=\"%s\"", d);
         } else {
-            LOG_INFO(NULL, "nats connected, consumer ready %s", d);
+            LOG_INFO(NULL, "nats connected, consumer ready detail=\"%s\"", d);
         }
         atomic_store(&w->health_state, QW_HEALTH_READY);
         break;
     case CMN_JS_DISCONNECTED:
         atomic_store(&w->disconnected, true);
         atomic_store(&w->health_state, QW_HEALTH_RECONNECTING);
-        LOG_WARN(NULL, "nats disconnected, reconnecting (budget %" PRId64 " x %" PRId64 "ms) %s",
+        LOG_WARN(NULL,
+                 "nats disconnected, reconnecting (budget %" PRId64 " x %" PRId64
+                 "ms) detail=\"%s\"",
                  w->cfg.faas_max_reconnect, w->cfg.faas_reconnect_delay_ms, d);
         break;
     case CMN_JS_CLOSED:
         atomic_store(&w->health_state, QW_HEALTH_DEAD);
         atomic_store(&w->closed, true);
-        LOG_ERROR(NULL, "nats connection closed, reconnect budget exhausted %s", d);
+        LOG_ERROR(NULL, "nats connection closed, reconnect budget exhausted detail=\"%s\"", d);
         qw_http_wakeup(w->http);
         break;
     }
@@ -134,7 +137,11 @@ static void sleep_locked(struct worker *w, int64_t ms)
 }
 
 /* Fetches only for free slots, with a wait far below ack_wait, so that no
- * message ages in a local buffer: each one is started as soon as it lands. */
+ * message ages in a local buffer: each one is started as soon as it lands.
+ * A pull request returns when its batch is full or it expires, so an idle
+ * worker asks for ONE message (returned the moment it arrives) and, once
+ * something came, asks for the remaining free slots with a short wait
+ * (burst) until a burst comes back empty. */
 static void *fetch_main(void *arg)
 {
     struct worker *w = arg;
@@ -144,28 +151,32 @@ static void *fetch_main(void *arg)
     if (wait_ms < 10)
         wait_ms = 10;
     struct cmn_js_msg **msgs = calloc((size_t)w->cfg.max_inflight, sizeof(*msgs));
-    bool failing = false;
+    bool failing = false, burst = false;
     pthread_mutex_lock(&w->lock);
     while (msgs && !w->fetch_stop) {
         if (w->free_slots <= 0) {
             pthread_cond_wait(&w->cond, &w->lock);
             continue;
         }
-        int batch = (int)w->free_slots;
+        int batch = burst ? (int)w->free_slots : 1;
+        int64_t wait = burst ? BURST_WAIT_MS : wait_ms;
         pthread_mutex_unlock(&w->lock);
 
         struct cmn_err err;
         int count = 0;
         int64_t t0 = qw_now_ms();
-        enum cmn_status st = cmn_js_fetch(w->js, batch, wait_ms, msgs, &count, &err);
-        if (st != CMN_OK && !failing)
+        enum cmn_status st = cmn_js_fetch(w->js, batch, wait, msgs, &count, &err);
+        /* "not connected" is already told by the connection events */
+        bool quiet = st == CMN_ERR_UNAVAILABLE;
+        if (st != CMN_OK && !quiet && !failing)
             LOG_WARN(NULL, "fetch failed error=\"%s\" (%s); retrying", err.msg,
                      cmn_status_name(st));
         else if (st == CMN_OK && failing)
             LOG_INFO(NULL, "fetch working again");
-        failing = st != CMN_OK;
+        failing = st != CMN_OK && (failing || !quiet);
         if (count < 0 || count > batch)
             count = 0;
+        burst = st == CMN_OK && count > 0;
 
         pthread_mutex_lock(&w->lock);
         for (int i = 0; i < count; i++)
@@ -177,7 +188,7 @@ static void *fetch_main(void *arg)
             pthread_mutex_lock(&w->lock);
         }
         /* never spin on a fetch that fails at once (e.g. connection closed) */
-        int64_t left = wait_ms - (qw_now_ms() - t0);
+        int64_t left = wait - (qw_now_ms() - t0);
         if (st != CMN_OK && left > 0 && !w->fetch_stop)
             sleep_locked(w, left);
     }
@@ -247,8 +258,9 @@ static int run(struct worker *w)
     int code = 0;
     for (;;) {
         if (atomic_load(&w->closed)) {
-            LOG_ERROR(NULL, "exiting: NATS unavailable beyond the reconnect budget; "
-                            "%zu calls in flight will be redelivered after ack_wait",
+            LOG_ERROR(NULL,
+                      "exiting: NATS unavailable beyond the reconnect budget; "
+                      "%zu calls in flight will be redelivered after ack_wait",
                       qw_calls_count(w->calls));
             code = 1;
             break;
@@ -298,8 +310,9 @@ static int run(struct worker *w)
                 draining = true;
                 deadline = qw_now_ms() + w->cfg.drain_timeout_ms;
                 stop_fetching(w);
-                LOG_INFO(NULL, "shutdown: stopped fetching, draining %zu calls in flight "
-                               "(drain_timeout %" PRId64 "ms)",
+                LOG_INFO(NULL,
+                         "shutdown: stopped fetching, draining %zu calls in flight "
+                         "(drain_timeout %" PRId64 "ms)",
                          qw_calls_count(w->calls), w->cfg.drain_timeout_ms);
             } else if (stop) {
                 LOG_WARN(NULL, "shutdown: second signal, handing back calls in flight now");
@@ -410,7 +423,8 @@ static int start(struct worker *w)
         .on_publish = NULL,
         .closure = w,
     };
-    LOG_INFO(NULL, "starting queue-worker version=%s channel=%s consumer=%s max_inflight=%" PRId64
+    LOG_INFO(NULL,
+             "starting queue-worker version=%s channel=%s consumer=%s max_inflight=%" PRId64
              " ack_wait=%s upstream_timeout=%s nats=%s invoke=%s",
              CFAAS_VERSION, cfg->faas_nats_channel, cfg->faas_nats_queue_group, cfg->max_inflight,
              cmn_duration_format(cfg->ack_wait_ms, ack, sizeof(ack)),

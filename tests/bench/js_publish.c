@@ -305,9 +305,12 @@ static int set_headers(natsMsg *msg, const struct config *cfg, int64_t i)
         s = natsMsgHeader_Set(msg, "Faas-Function", cfg->function);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(msg, "Faas-Method", "POST");
-    if (s == NATS_OK)
+    /* Empty path and query are absent headers, as the common codec sends them:
+     * nats.c 3.4.1 mis-parses an empty header value on receipt (the next line
+     * is taken as its value), which would hide e.g. Faas-Version. */
+    if (s == NATS_OK && cfg->path[0] != '\0')
         s = natsMsgHeader_Set(msg, "Faas-Path", cfg->path);
-    if (s == NATS_OK)
+    if (s == NATS_OK && cfg->query[0] != '\0')
         s = natsMsgHeader_Set(msg, "Faas-Query", cfg->query);
     if (s == NATS_OK)
         s = natsMsgHeader_Set(msg, "Faas-Start-Time", start);

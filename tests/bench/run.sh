@@ -14,7 +14,7 @@
 # Tunables (environment): DURATION (s per wrk run), WARMUP (s), CONNECTIONS,
 # WRK_THREADS, SIZES ("1024 65536"), PUB_COUNT, PUB_BYTES (cap on count*size),
 # SYNC_PUB_COUNT, JS_MAX_PENDING, DRAIN_COUNT, DRAIN_SIZE, WORKER_MAX_INFLIGHT,
-# DRAIN_TIMEOUT (s), LOG_LEVEL, MAX_BODY_BYTES, KEEP_TMP=1.
+# DRAIN_TIMEOUT, DRAIN_STALL (s), LOG_LEVEL, MAX_BODY_BYTES, KEEP_TMP=1.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)
@@ -47,6 +47,8 @@ if [ "$MODE" = smoke ]; then
     PUB_COUNT=${PUB_COUNT:-2000}
     SYNC_PUB_COUNT=${SYNC_PUB_COUNT:-200}
     DRAIN_COUNT=${DRAIN_COUNT:-200}
+    DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-30}
+    DRAIN_STALL=${DRAIN_STALL:-5}
 else
     DURATION=${DURATION:-10}
     WARMUP=${WARMUP:-2}
@@ -61,9 +63,10 @@ PUB_BYTES=${PUB_BYTES:-2147483648} # cap count*size of one raw publish run (disk
 JS_MAX_PENDING=${JS_MAX_PENDING:-256}
 DRAIN_SIZE=${DRAIN_SIZE:-1024}
 WORKER_MAX_INFLIGHT=${WORKER_MAX_INFLIGHT:-50}
-DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120}
+DRAIN_TIMEOUT=${DRAIN_TIMEOUT:-120} # s for one drain
+DRAIN_STALL=${DRAIN_STALL:-15}      # s without progress before a drain is abandoned
 LOG_LEVEL=${LOG_LEVEL:-warn}
-MAX_BODY_BYTES=${MAX_BODY_BYTES:-1048576}
+MAX_BODY_BYTES=${MAX_BODY_BYTES:-1000000}
 STREAM=faas-request
 PY=${PYTHON:-/usr/bin/python3}
 [ -x "$PY" ] || PY=python3
@@ -192,7 +195,7 @@ row() {
 
 fmt() { "$PY" -c 'import sys; v=float(sys.argv[1]); print(("%.3f" % v) if abs(v) < 100 else ("%.0f" % v))' "$1"; }
 ratio() { "$PY" -c 'import sys; a,b=float(sys.argv[1]),float(sys.argv[2]); print("%.2f" % (a/b) if b > 0 else "")' "$1" "$2"; }
-cmp() { "$PY" -c "import sys; a=float(sys.argv[1]); b=float(sys.argv[2]); sys.exit(0 if a $2 b else 1)" "$1" "$3" && echo yes || echo no; }
+meets() { "$PY" -c "import sys; a=float(sys.argv[1]); b=float(sys.argv[2]); sys.exit(0 if a $2 b else 1)" "$1" "$3" && echo yes || echo no; }
 
 # run_wrk tag url body_bytes -> sets W_RPS W_P50 W_P99 W_ERR W_RAW
 run_wrk() {
@@ -330,13 +333,13 @@ for size in $SIZES; do
         run_wrk gateway_sync "http://127.0.0.1:$GW_PORT/function/echo" "$size"
         r=$(ratio "$W_RPS" "$d_rps")
         row sync "gateway /function/echo" "$size" "$CONNECTIONS" "$W_RPS" req/s "$W_P50" "$W_P99" "$d_rps" "$r" \
-            "ratio>=0.6" "$(cmp "${r:-0}" '>=' 0.6)" "$W_ERR" "$W_RAW"
+            "ratio>=0.6" "$(meets "${r:-0}" '>=' 0.6)" "$W_ERR" "$W_RAW"
     fi
 done
 if [ "$LIMITS_ONLY" = 0 ]; then
     kb=$(vmhwm_kb gateway)
     mb=$("$PY" -c "print('%.2f' % ($kb / 1024))")
-    row rss "gateway peak RSS after sync load" "" "$CONNECTIONS" "$mb" MB "" "" "" "" "<=8 MB" "$(cmp "$mb" '<=' 8)" 0 ""
+    row rss "gateway peak RSS after sync load" "" "$CONNECTIONS" "$mb" MB "" "" "" "" "<=8 MB" "$(meets "$mb" '<=' 8)" 0 ""
     log "  gateway VmHWM after sync load: $mb MB"
 fi
 
@@ -368,7 +371,7 @@ for size in $SIZES; do
         read -r stored _ _ < <(jsz "$STREAM")
         r=$(ratio "$W_RPS" "$l_rate")
         met=no
-        if [ "$(cmp "${r:-0}" '>=' 0.6)" = yes ] && [ "$(cmp "$W_P99" '<=' 5)" = yes ]; then met=yes; fi
+        if [ "$(meets "${r:-0}" '>=' 0.6)" = yes ] && [ "$(meets "$W_P99" '<=' 5)" = yes ]; then met=yes; fi
         row async "gateway /async-function/echo (202)" "$size" "$CONNECTIONS" "$W_RPS" req/s "$W_P50" "$W_P99" \
             "$l_rate" "$r" "ratio>=0.6 and p99<=5ms" "$met" "$W_ERR" "$W_RAW"
         log "  stream $STREAM holds $stored messages after the async run"
@@ -401,13 +404,20 @@ drain() {
         start_proc "worker$i-$tag" env nats_url="$NATS_URL" faas_nats_channel="$STREAM" \
             faas_nats_queue_group=faas-workers faas_gateway_address=127.0.0.1 faas_gateway_port="$GW_PORT" \
             gateway_invoke="$gw_invoke" functions_file="$FUNCS" max_inflight="$WORKER_MAX_INFLIGHT" \
-            ack_wait=60s metrics_port="${!mport_var}" log_level="$LOG_LEVEL" "$BIN_DIR/queue-worker"
+            ack_wait=60s metrics_port="${!mport_var}" max_body_bytes="$MAX_BODY_BYTES" log_level="$LOG_LEVEL" \
+            "$BIN_DIR/queue-worker"
     done
     deadline=$(($(date +%s) + DRAIN_TIMEOUT))
+    local prev=-1 stall_until=$(($(date +%s) + DRAIN_STALL))
     n=0
     while :; do
         read -r n first last < <(upstream_count)
         [ "$n" -ge "$DRAIN_COUNT" ] && break
+        if [ "$n" != "$prev" ]; then
+            prev=$n
+            stall_until=$(($(date +%s) + DRAIN_STALL))
+        fi
+        [ "$(date +%s)" -lt "$stall_until" ] || { log "  no progress for ${DRAIN_STALL}s at $n/$DRAIN_COUNT, giving up"; break; }
         [ "$(date +%s)" -lt "$deadline" ] || { log "  drain timed out at $n/$DRAIN_COUNT"; break; }
         for ((i = 1; i <= workers; i++)); do
             alive "worker$i-$tag" || die "worker$i exited during $tag; see logs/worker$i-$tag.log"
@@ -416,11 +426,11 @@ drain() {
     done
     t_done=$(date +%s%N)
     # Completion is the ack, not the invocation: wait until the work queue is empty.
-    deadline=$(($(date +%s) + 15))
+    deadline=$(($(date +%s) + DRAIN_STALL))
     while :; do
         read -r stored ackp redeliv < <(jsz "$STREAM")
         [ "$stored" = 0 ] && break
-        [ "$(date +%s)" -lt "$deadline" ] || { log "  $stored messages still queued 15 s after the last call"; break; }
+        [ "$(date +%s)" -lt "$deadline" ] || { log "  $stored messages still queued ${DRAIN_STALL}s after the last call"; break; }
         sleep 0.05
     done
     read -r n first last < <(upstream_count)
@@ -456,7 +466,7 @@ if [ "$LIMITS_ONLY" = 0 ]; then
         one=$D_RATE
         if [ "$invoke" = direct ]; then
             row drain "1 worker, direct (gateway_invoke=false)" "$DRAIN_SIZE" "$WORKER_MAX_INFLIGHT" "$D_RATE" calls/s \
-                "" "" "" "" ">=5000 calls/s" "$(cmp "$D_RATE" '>=' 5000)" "$D_ERR" "raw/drain_${invoke}_1w.txt"
+                "" "" "" "" ">=5000 calls/s" "$(meets "$D_RATE" '>=' 5000)" "$D_ERR" "raw/drain_${invoke}_1w.txt"
         else
             row drain "1 worker, via gateway (gateway_invoke=true)" "$DRAIN_SIZE" "$WORKER_MAX_INFLIGHT" "$D_RATE" calls/s \
                 "" "" "" "" "" "" "$D_ERR" "raw/drain_${invoke}_1w.txt"
@@ -467,7 +477,7 @@ if [ "$LIMITS_ONLY" = 0 ]; then
         label="2 workers, direct (gateway_invoke=false)"
         [ "$invoke" = gateway ] && label="2 workers, via gateway (gateway_invoke=true)"
         row drain "$label" "$DRAIN_SIZE" "$WORKER_MAX_INFLIGHT" "$D_RATE" calls/s "" "" "$one" "$r" \
-            "ratio>1 (scales)" "$(cmp "${r:-0}" '>' 1)" "$D_ERR" "raw/drain_${invoke}_2w.txt"
+            "ratio>1 (scales)" "$(meets "${r:-0}" '>' 1)" "$D_ERR" "raw/drain_${invoke}_2w.txt"
         worker_rss=$("$PY" -c "print(max($worker_rss, $D_RSS_MB))")
     done
     row rss "queue-worker peak RSS (drain)" "" "$WORKER_MAX_INFLIGHT" "$worker_rss" MB "" "" "" "" "" "" 0 ""

@@ -142,9 +142,9 @@ def stack(tmp_path, registry, ledger, sink):
 
 
 @pytest.fixture
-def nats(registry, log_dir):
+def nats(registry, log_dir, tmp_path):
     """A bare running nats-server -js (random ports, temp store)."""
-    n = harness.NatsServer(log_dir)
+    n = harness.NatsServer(log_dir, store_dir=str(tmp_path / "nats-store"))
     registry.add(n)
     return n.start()
 

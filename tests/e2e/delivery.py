@@ -220,3 +220,35 @@ def add_function(stack, fs):
     stack.registry.add_server(fs)
     stack.fns[fs.name] = fs
     return fs
+
+
+# ---------------------------------------------------------------------------------------------
+# ledger arithmetic
+
+
+def max_overlap(entries):
+    """Largest number of executions running at the same moment (intervals [start, end))."""
+    ev = []
+    for e in entries:
+        ev.append((e["start_ts"], 1))
+        ev.append((e["end_ts"], -1))
+    ev.sort(key=lambda x: (x[0], x[1]))  # an end before a start at the same instant
+    cur = best = 0
+    for _, d in ev:
+        cur += d
+        best = max(best, cur)
+    return best
+
+
+def attempts_of(ledger, call_id, function=None):
+    """Executions of one call id, ordered by start time."""
+    return sorted(ledger.entries(function=function, call_id=call_id), key=lambda e: e["start_ts"])
+
+
+def assert_no_parallel_copies(entries):
+    """Attempts of one call never overlap in time (no second copy while one runs)."""
+    es = sorted(entries, key=lambda e: e["start_ts"])
+    for a, b in zip(es, es[1:]):
+        assert b["start_ts"] >= a["end_ts"] - 0.01, (
+            "attempt started at %.3f while the previous one ran until %.3f" % (
+                b["start_ts"], a["end_ts"]))

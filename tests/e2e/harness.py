@@ -4,6 +4,7 @@ Everything here is standard library + requests. No test may hang: every wait has
 every process is started in its own session and killed (whole process group) at teardown.
 """
 
+import atexit
 import contextlib
 import hashlib
 import http.server
@@ -99,6 +100,16 @@ def http_status(url, timeout=1.0):
 # processes
 
 
+_ALL_PROCS = []
+
+
+@atexit.register
+def _kill_all_at_exit():
+    for p in _ALL_PROCS:
+        with contextlib.suppress(Exception):
+            p.cleanup()
+
+
 class Proc:
     """A child process in its own session, output captured to files in a log directory."""
 
@@ -134,6 +145,7 @@ class Proc:
             err.flush()
         self.p = subprocess.Popen(self.argv, env=self.env, stdout=out, stderr=err,
                                   stdin=subprocess.DEVNULL, start_new_session=True)
+        _ALL_PROCS.append(self)
         out.close()
         err.close()
         return self
@@ -260,8 +272,7 @@ class NatsServer(Proc):
     def __init__(self, log_dir, store_dir=None, port=None, mon_port=None, extra_args=()):
         self.port = port or free_port()
         self.mon_port = mon_port or free_port()
-        self.store_dir = store_dir or os.path.join(os.path.dirname(os.path.abspath(log_dir)),
-                                                   "nats-store")
+        self.store_dir = store_dir or os.path.join(log_dir, "nats-store")
         os.makedirs(self.store_dir, exist_ok=True)
         argv = [NATS_SERVER, "-js", "-a", "127.0.0.1", "-p", str(self.port),
                 "-m", str(self.mon_port), "--store_dir", self.store_dir] + list(extra_args)
@@ -835,7 +846,8 @@ class Stack:
         return urls
 
     def start(self, workers=1, worker_env=None, gateway_env=None, fixtures=FunctionServer.KINDS,
-              watchdogs=None, nats_args=()):
+              watchdogs=None, nats_args=(), gateway=True):
+        """gateway=False: no gateway process (workers need gateway_invoke=false)."""
         for kind in fixtures:
             if kind not in self.fns:
                 self.add_fixture_function(kind)
@@ -845,12 +857,14 @@ class Stack:
             else:
                 self.add_watchdog(name, spec["fprocess"], spec.get("env"))
         write_functions_file(self.functions_file, self.function_urls())
-        self.nats = NatsServer(self.log_dir, extra_args=nats_args)
+        self.nats = NatsServer(self.log_dir, store_dir=os.path.join(self.dir, "nats-store"),
+                               extra_args=nats_args)
         self.registry.add(self.nats)
         self.nats.start()
         self.gateway_env = dict(self.DEFAULT_GATEWAY_ENV)
         self.gateway_env.update(gateway_env or {})
-        self.start_gateway()
+        if gateway:
+            self.start_gateway()
         self.worker_env = dict(self.DEFAULT_WORKER_ENV)
         self.worker_env.update(worker_env or {})
         for _ in range(workers):
@@ -867,7 +881,8 @@ class Stack:
 
     def add_worker(self, **overrides):
         env = {"nats_url": self.nats.url, "faas_gateway_address": "127.0.0.1",
-               "faas_gateway_port": str(self.gateway.port), "functions_file": self.functions_file}
+               "faas_gateway_port": str(self.gateway.port if self.gateway else 1),
+               "functions_file": self.functions_file}
         env.update(self.worker_env)
         env.update({k: str(v) for k, v in overrides.items()})
         w = Worker(self.log_dir, env, name="worker-%d" % (len(self.workers) + 1))

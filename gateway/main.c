@@ -1,0 +1,471 @@
+/* The gateway program: its configuration table, start-up (resolver, metrics,
+ * JetStream, the two evhttp listeners on one event base), request routing,
+ * SIGHUP (resolver reload) and SIGTERM/SIGINT (stop accepting, drain in-flight
+ * calls up to drain_timeout, exit 0). */
+#include <signal.h>
+#include <stddef.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+#include <event2/dns.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/thread.h>
+
+#include "cmn/config.h"
+#include "cmn/js.h"
+#include "cmn/log.h"
+#include "cmn/metrics.h"
+#include "cmn/resolver.h"
+#include "async.h"
+#include "proxy.h"
+#include "request.h"
+#include "system.h"
+
+#define PROGRAM "gateway"
+#define DRAIN_TICK_MS 50
+#define FLUSH_MS 300
+#define MIB (1024LL * 1024LL)
+
+struct gw_config {
+    int64_t port;
+    int64_t metrics_port;
+    char *nats_url;
+    char *faas_nats_address;
+    int64_t faas_nats_port;
+    char *faas_nats_channel;
+    char *functions_file;
+    bool direct_functions;
+    char *direct_functions_suffix;
+    char *function_namespace;
+    int64_t max_body_bytes;
+    int64_t max_sync_body_bytes;
+    int64_t nats_publish_timeout;
+    int64_t nats_max_pending;
+    int64_t upstream_timeout;
+    int64_t read_timeout;
+    int64_t write_timeout;
+    int64_t drain_timeout;
+    bool basic_auth;
+    char *secret_mount_path;
+    bool write_debug;
+    char *log_level;
+    char *log_format;
+};
+
+#define OFF(f) offsetof(struct gw_config, f)
+#define NO_RANGE 1, 0
+static const struct cmn_config_entry config_table[] = {
+    {"port", CMN_CFG_INT, "8080", 1, 65535, OFF(port), false, "HTTP port of the gateway API"},
+    {"metrics_port", CMN_CFG_INT, "8082", 0, 65535, OFF(metrics_port), false,
+     "port of /metrics and /healthz; 0 = off"},
+    {"nats_url", CMN_CFG_STRING, "nats://127.0.0.1:4222", NO_RANGE, OFF(nats_url), false,
+     "NATS server URL(s), comma separated"},
+    {"faas_nats_address", CMN_CFG_STRING, NULL, NO_RANGE, OFF(faas_nats_address), false,
+     "NATS host (OpenFaaS name); with faas_nats_port it overrides nats_url"},
+    {"faas_nats_port", CMN_CFG_INT, NULL, 1, 65535, OFF(faas_nats_port), false,
+     "NATS port (OpenFaaS name); with faas_nats_address it overrides nats_url"},
+    {"faas_nats_channel", CMN_CFG_STRING, "faas-request", NO_RANGE, OFF(faas_nats_channel), false,
+     "JetStream stream name and subject of queued calls"},
+    {"functions_file", CMN_CFG_STRING, NULL, NO_RANGE, OFF(functions_file), false,
+     "functions.json for the static resolver (reloaded on SIGHUP)"},
+    {"direct_functions", CMN_CFG_BOOL, "false", NO_RANGE, OFF(direct_functions), false,
+     "resolve functions through DNS as <name>.<namespace>.<suffix>:8080"},
+    {"direct_functions_suffix", CMN_CFG_STRING, "svc.cluster.local", NO_RANGE,
+     OFF(direct_functions_suffix), false, "DNS suffix used when direct_functions=true"},
+    {"function_namespace", CMN_CFG_STRING, "openfaas-fn", NO_RANGE, OFF(function_namespace), false,
+     "namespace of function names without a dot"},
+    {"max_body_bytes", CMN_CFG_INT, "1000000", 0, 64 * MIB, OFF(max_body_bytes), false,
+     "largest async request body (bytes); larger gets 413"},
+    {"max_sync_body_bytes", CMN_CFG_INT, "67108864", 0, 1024 * MIB, OFF(max_sync_body_bytes), false,
+     "largest sync request body (bytes); larger gets 413"},
+    {"nats_publish_timeout", CMN_CFG_DURATION, "5s", 100, 600000, OFF(nats_publish_timeout), false,
+     "wait for the stream's publish ack before answering 503"},
+    {"nats_max_pending", CMN_CFG_INT, "4096", 1, 1000000, OFF(nats_max_pending), false,
+     "async publishes awaiting their ack before new ones get 503"},
+    {"upstream_timeout", CMN_CFG_DURATION, "60s", 1, 86400000, OFF(upstream_timeout), false,
+     "deadline of a sync call to a function (then 504)"},
+    {"read_timeout", CMN_CFG_DURATION, "60s", 1, 86400000, OFF(read_timeout), false,
+     "client connection inactivity timeout (libevent uses max(read, write))"},
+    {"write_timeout", CMN_CFG_DURATION, "60s", 1, 86400000, OFF(write_timeout), false,
+     "client connection inactivity timeout (libevent uses max(read, write))"},
+    {"drain_timeout", CMN_CFG_DURATION, "30s", 0, 3600000, OFF(drain_timeout), false,
+     "on SIGTERM, how long in-flight calls may finish"},
+    {"basic_auth", CMN_CFG_BOOL, "false", NO_RANGE, OFF(basic_auth), false,
+     "protect /system/* with HTTP Basic auth"},
+    {"secret_mount_path", CMN_CFG_STRING, "/var/secrets", NO_RANGE, OFF(secret_mount_path), false,
+     "directory with basic-auth-user and basic-auth-password"},
+    {"write_debug", CMN_CFG_BOOL, "false", NO_RANGE, OFF(write_debug), false,
+     "log every request (same as log_level=debug)"},
+    {"log_level", CMN_CFG_STRING, "info", NO_RANGE, OFF(log_level), false,
+     "debug, info, warn or error"},
+    {"log_format", CMN_CFG_STRING, "text", NO_RANGE, OFF(log_format), false, "text or json"},
+};
+#define CONFIG_COUNT (sizeof(config_table) / sizeof(config_table[0]))
+
+enum drain_phase { RUNNING, DRAINING, FLUSHING };
+
+struct gateway {
+    struct gw_config cfg;
+    struct event_base *base;
+    struct evdns_base *dns;
+    struct cmn_resolver *resolver;
+    struct cmn_metrics *metrics;
+    struct cmn_js *js;
+    struct gw_proxy *proxy;
+    struct gw_async *async;
+    struct gw_system *system;
+    struct evhttp *http;
+    struct evhttp_bound_socket *listener;
+    struct evhttp *metrics_http;
+    struct event *sig_term, *sig_int, *sig_hup;
+    struct event *drain_tick;
+    enum drain_phase phase;
+    int64_t drain_deadline_ns;
+    int64_t flush_deadline_ns;
+};
+
+static bool has_prefix(const char *s, const char *prefix)
+{
+    return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void route(struct evhttp_request *req, void *arg)
+{
+    struct gateway *gw = arg;
+    struct gw_target target;
+    if (!gw_target_split(req, &target)) {
+        gw_reply_text(req, 404, "404 page not found");
+        return;
+    }
+    const char *p = target.path;
+    if (has_prefix(p, "/function/")) {
+        gw_proxy_handle(gw->proxy, req, &target);
+    } else if (has_prefix(p, "/async-function/")) {
+        gw_async_handle(gw->async, req, &target);
+    } else if (strcmp(p, "/healthz") == 0 || strcmp(p, "/readyz") == 0) {
+        gw_system_health(gw->system, req, &target);
+    } else if (has_prefix(p, "/system/")) {
+        gw_system_handle(gw->system, req, &target);
+    } else {
+        gw_reply_text(req, 404, "404 page not found");
+    }
+}
+
+static size_t inflight(const struct gateway *gw)
+{
+    return gw_proxy_inflight(gw->proxy) + gw_async_inflight(gw->async);
+}
+
+static void drain_tick_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gateway *gw = arg;
+    int64_t now = gw_mono_ns();
+    if (gw->phase == DRAINING) {
+        if (inflight(gw) == 0) {
+            LOG_INFO(NULL, "drained, exiting");
+            event_base_loopbreak(gw->base);
+            return;
+        }
+        if (now >= gw->drain_deadline_ns) {
+            LOG_WARN(NULL, "drain_timeout passed with %zu calls in flight: answering 503",
+                     inflight(gw));
+            gw_proxy_abort_all(gw->proxy);
+            gw_async_abort_all(gw->async);
+            gw->phase = FLUSHING;
+            gw->flush_deadline_ns = now + (int64_t)FLUSH_MS * 1000000;
+        }
+    } else if (gw->phase == FLUSHING && now >= gw->flush_deadline_ns) {
+        event_base_loopbreak(gw->base);
+        return;
+    }
+    struct timeval tv = {0, DRAIN_TICK_MS * 1000};
+    event_add(gw->drain_tick, &tv);
+}
+
+static void stop_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)what;
+    struct gateway *gw = arg;
+    if (gw->phase != RUNNING) {
+        LOG_WARN(NULL, "second signal %d: exiting now", (int)sig);
+        event_base_loopbreak(gw->base);
+        return;
+    }
+    LOG_INFO(NULL, "signal %d: stop accepting, draining %zu in-flight calls (up to %lld ms)",
+             (int)sig, inflight(gw), (long long)gw->cfg.drain_timeout);
+    gw->phase = DRAINING;
+    gw_request_set_draining();
+    if (gw->listener != NULL) {
+        evhttp_del_accept_socket(gw->http, gw->listener);
+        gw->listener = NULL;
+    }
+    gw->drain_deadline_ns = gw_mono_ns() + gw->cfg.drain_timeout * 1000000;
+    drain_tick_cb(-1, 0, gw);
+}
+
+static void hup_signal_cb(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    struct gateway *gw = arg;
+    struct cmn_err err;
+    if (cmn_resolver_mode(gw->resolver) != CMN_RESOLVER_STATIC) {
+        LOG_INFO(NULL, "SIGHUP: DNS resolver mode, nothing to reload");
+        return;
+    }
+    if (cmn_resolver_reload(gw->resolver, &err) == CMN_OK)
+        LOG_INFO(NULL, "SIGHUP: reloaded %s", gw->cfg.functions_file);
+    else
+        LOG_WARN(NULL, "SIGHUP: reload of %s failed, keeping the previous functions: %s",
+                 gw->cfg.functions_file, err.msg);
+}
+
+static void declare_metrics(struct cmn_metrics *m)
+{
+    cmn_metrics_declare(m, "gateway_function_invocation_total", CMN_METRIC_COUNTER,
+                        "Function invocations (sync route) by function and status code");
+    cmn_metrics_declare(m, "gateway_functions_seconds", CMN_METRIC_HISTOGRAM,
+                        "Function call duration in seconds (sync route)");
+    cmn_metrics_declare(m, "gateway_function_invocation_started", CMN_METRIC_COUNTER,
+                        "Function invocations started (sync route)");
+    cmn_metrics_declare(m, "gateway_async_requests_total", CMN_METRIC_COUNTER,
+                        "Async submissions by function and status code");
+    cmn_metrics_declare(m, "gateway_nats_ready", CMN_METRIC_GAUGE,
+                        "1 when the gateway is connected to NATS and the stream exists");
+    cmn_metrics_set(m, "gateway_nats_ready", NULL, 0);
+}
+
+static struct evhttp *http_new(struct gateway *gw, int64_t max_body)
+{
+    struct evhttp *http = evhttp_new(gw->base);
+    if (http == NULL)
+        return NULL;
+    int64_t timeout_ms =
+        gw->cfg.read_timeout > gw->cfg.write_timeout ? gw->cfg.read_timeout : gw->cfg.write_timeout;
+    struct timeval tv = {.tv_sec = (time_t)(timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(timeout_ms % 1000) * 1000};
+    evhttp_set_timeout_tv(http, &tv);
+    evhttp_set_max_headers_size(http, 1024 * 1024);
+    evhttp_set_max_body_size(http, (ev_ssize_t)max_body);
+    evhttp_set_default_content_type(http, NULL);
+    evhttp_set_allowed_methods(http, EVHTTP_REQ_GET | EVHTTP_REQ_POST | EVHTTP_REQ_HEAD |
+                                         EVHTTP_REQ_PUT | EVHTTP_REQ_DELETE | EVHTTP_REQ_OPTIONS |
+                                         EVHTTP_REQ_PATCH);
+    return http;
+}
+
+static void shutdown_all(struct gateway *gw)
+{
+    /* Order matters: no publish callback may arrive once the async module is
+     * gone, evhttp_free runs the close callbacks of pending calls, the proxy
+     * orphans its DNS lookups before evdns goes. */
+    cmn_js_free(gw->js);
+    gw->js = NULL;
+    if (gw->http != NULL)
+        evhttp_free(gw->http);
+    if (gw->metrics_http != NULL)
+        evhttp_free(gw->metrics_http);
+    gw_async_free(gw->async);
+    gw_proxy_free(gw->proxy);
+    gw_system_free(gw->system);
+    if (gw->dns != NULL)
+        evdns_base_free(gw->dns, 1); /* runs orphaned lookups' callbacks: they free */
+    if (gw->sig_term != NULL)
+        event_free(gw->sig_term);
+    if (gw->sig_int != NULL)
+        event_free(gw->sig_int);
+    if (gw->sig_hup != NULL)
+        event_free(gw->sig_hup);
+    if (gw->drain_tick != NULL)
+        event_free(gw->drain_tick);
+    cmn_resolver_free(gw->resolver);
+    cmn_metrics_free(gw->metrics);
+    if (gw->base != NULL)
+        event_base_free(gw->base);
+    cmn_config_free(config_table, CONFIG_COUNT, &gw->cfg);
+}
+
+int main(int argc, char **argv)
+{
+    static struct gateway gw;
+    struct cmn_err err;
+    int rc = 1;
+    char auth_user[GW_SECRET_MAX] = "", auth_password[GW_SECRET_MAX] = "";
+
+    int code = cmn_config_handle_args(argc, argv, PROGRAM, config_table, CONFIG_COUNT);
+    if (code >= 0)
+        return code;
+    if (cmn_config_load(config_table, CONFIG_COUNT, &gw.cfg, &err) != CMN_OK) {
+        fprintf(stderr, "config: %s\n", err.msg);
+        cmn_config_free(config_table, CONFIG_COUNT, &gw.cfg);
+        return 2;
+    }
+    const char *level = gw.cfg.write_debug ? "debug" : gw.cfg.log_level;
+    if (!cmn_log_setup(level, gw.cfg.log_format)) {
+        fprintf(stderr, "config: log_level \"%s\" or log_format \"%s\" is not valid\n",
+                gw.cfg.log_level, gw.cfg.log_format);
+        cmn_config_free(config_table, CONFIG_COUNT, &gw.cfg);
+        return 2;
+    }
+    cmn_config_log(PROGRAM, config_table, CONFIG_COUNT, &gw.cfg);
+
+    char nats_url[512];
+    if (gw.cfg.faas_nats_address != NULL && gw.cfg.faas_nats_port != 0)
+        snprintf(nats_url, sizeof(nats_url), "nats://%s:%lld", gw.cfg.faas_nats_address,
+                 (long long)gw.cfg.faas_nats_port);
+    else
+        snprintf(nats_url, sizeof(nats_url), "%s", gw.cfg.nats_url);
+
+    if (gw.cfg.basic_auth && gw_system_load_credentials(gw.cfg.secret_mount_path, auth_user,
+                                                        auth_password, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "basic_auth: %s", err.msg);
+        cmn_config_free(config_table, CONFIG_COUNT, &gw.cfg);
+        return 2;
+    }
+
+    struct cmn_resolver_config rcfg = {.functions_file = gw.cfg.functions_file,
+                                       .direct_functions = gw.cfg.direct_functions,
+                                       .direct_suffix = gw.cfg.direct_functions_suffix};
+    if (cmn_resolver_new(&rcfg, &gw.resolver, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "resolver: %s", err.msg);
+        cmn_config_free(config_table, CONFIG_COUNT, &gw.cfg);
+        return 2;
+    }
+
+    signal(SIGPIPE, SIG_IGN);
+    if (evthread_use_pthreads() != 0) {
+        LOG_ERROR(NULL, "libevent: no pthreads support");
+        goto out;
+    }
+    /* The changelist folds the many enable/disable pairs evhttp makes per
+     * request into one epoll_ctl per fd and loop iteration. */
+    struct event_config *ecfg = event_config_new();
+    if (ecfg != NULL) {
+        event_config_set_flag(ecfg, EVENT_BASE_FLAG_EPOLL_USE_CHANGELIST);
+        gw.base = event_base_new_with_config(ecfg);
+        event_config_free(ecfg);
+    }
+    gw.metrics = cmn_metrics_new();
+    if (gw.base == NULL || gw.metrics == NULL) {
+        LOG_ERROR(NULL, "out of memory at start-up");
+        goto out;
+    }
+    declare_metrics(gw.metrics);
+    gw.dns = evdns_base_new(gw.base,
+                            EVDNS_BASE_INITIALIZE_NAMESERVERS | EVDNS_BASE_DISABLE_WHEN_INACTIVE);
+    if (gw.dns == NULL) {
+        LOG_ERROR(NULL, "evdns: cannot read /etc/resolv.conf");
+        goto out;
+    }
+
+    struct gw_proxy_config pcfg = {.base = gw.base,
+                                   .dns = gw.dns,
+                                   .resolver = gw.resolver,
+                                   .metrics = gw.metrics,
+                                   .default_ns = gw.cfg.function_namespace,
+                                   .direct_functions = gw.cfg.direct_functions,
+                                   .upstream_timeout_ms = gw.cfg.upstream_timeout,
+                                   .max_idle_per_upstream = 256};
+    struct gw_async_config acfg = {.base = gw.base,
+                                   .resolver = gw.resolver,
+                                   .metrics = gw.metrics,
+                                   .default_ns = gw.cfg.function_namespace,
+                                   .max_body_bytes = gw.cfg.max_body_bytes,
+                                   .publish_timeout_ms = gw.cfg.nats_publish_timeout};
+    if (gw_proxy_new(&pcfg, &gw.proxy, &err) != CMN_OK ||
+        gw_async_new(&acfg, &gw.async, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "start-up: %s", err.msg);
+        goto out;
+    }
+
+    struct cmn_js_config jcfg = {.url = nats_url,
+                                 .client_name = "cfaas-gateway",
+                                 .stream = gw.cfg.faas_nats_channel,
+                                 .max_msg_bytes = gw.cfg.max_body_bytes + GW_ASYNC_HEADER_ROOM,
+                                 .duplicate_window_ms = 120000,
+                                 .dead_letter_stream = NULL,
+                                 .durable = NULL,
+                                 .ack_wait_ms = 0,
+                                 .max_reconnect = -1,
+                                 .reconnect_wait_ms = 1000,
+                                 .publish_timeout_ms = gw.cfg.nats_publish_timeout,
+                                 .max_pending_publishes = (int)gw.cfg.nats_max_pending,
+                                 .on_event = gw_async_on_event,
+                                 .on_publish = gw_async_on_publish,
+                                 .closure = gw.async};
+    if (cmn_js_open(&jcfg, &gw.js, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "NATS %s: %s", nats_url, err.msg);
+        rc = 2;
+        goto out;
+    }
+    gw_async_set_js(gw.async, gw.js);
+
+    struct gw_system_config scfg = {.resolver = gw.resolver,
+                                    .metrics = gw.metrics,
+                                    .js = gw.js,
+                                    .default_ns = gw.cfg.function_namespace,
+                                    .basic_auth = gw.cfg.basic_auth,
+                                    .auth_user = auth_user,
+                                    .auth_password = auth_password};
+    enum cmn_status sst = gw_system_new(&scfg, &gw.system, &err);
+    memset(auth_password, 0, sizeof(auth_password));
+    if (sst != CMN_OK) {
+        LOG_ERROR(NULL, "start-up: %s", err.msg);
+        goto out;
+    }
+
+    int64_t max_body = gw.cfg.max_sync_body_bytes > gw.cfg.max_body_bytes
+                           ? gw.cfg.max_sync_body_bytes
+                           : gw.cfg.max_body_bytes;
+    gw.http = http_new(&gw, max_body);
+    if (gw.http == NULL) {
+        LOG_ERROR(NULL, "out of memory at start-up");
+        goto out;
+    }
+    evhttp_set_gencb(gw.http, route, &gw);
+    gw.listener = evhttp_bind_socket_with_handle(gw.http, "0.0.0.0", (ev_uint16_t)gw.cfg.port);
+    if (gw.listener == NULL) {
+        LOG_ERROR(NULL, "cannot listen on port %lld", (long long)gw.cfg.port);
+        goto out;
+    }
+    if (gw.cfg.metrics_port != 0) {
+        gw.metrics_http = http_new(&gw, 4096);
+        if (gw.metrics_http == NULL ||
+            evhttp_bind_socket_with_handle(gw.metrics_http, "0.0.0.0",
+                                           (ev_uint16_t)gw.cfg.metrics_port) == NULL) {
+            LOG_ERROR(NULL, "cannot listen on metrics port %lld", (long long)gw.cfg.metrics_port);
+            goto out;
+        }
+        evhttp_set_gencb(gw.metrics_http, gw_system_metrics_request, gw.system);
+    }
+
+    gw.sig_term = evsignal_new(gw.base, SIGTERM, stop_signal_cb, &gw);
+    gw.sig_int = evsignal_new(gw.base, SIGINT, stop_signal_cb, &gw);
+    gw.sig_hup = evsignal_new(gw.base, SIGHUP, hup_signal_cb, &gw);
+    gw.drain_tick = evtimer_new(gw.base, drain_tick_cb, &gw);
+    if (gw.sig_term == NULL || gw.sig_int == NULL || gw.sig_hup == NULL || gw.drain_tick == NULL ||
+        event_add(gw.sig_term, NULL) != 0 || event_add(gw.sig_int, NULL) != 0 ||
+        event_add(gw.sig_hup, NULL) != 0) {
+        LOG_ERROR(NULL, "cannot install signal handlers");
+        goto out;
+    }
+
+    LOG_INFO(NULL,
+             "gateway %s listening on :%lld (metrics :%lld), NATS %s stream %s, resolver %s%s",
+             CFAAS_VERSION, (long long)gw.cfg.port, (long long)gw.cfg.metrics_port, nats_url,
+             gw.cfg.faas_nats_channel,
+             cmn_resolver_mode(gw.resolver) == CMN_RESOLVER_DNS ? "dns suffix " : "static ",
+             cmn_resolver_mode(gw.resolver) == CMN_RESOLVER_DNS
+                 ? gw.cfg.direct_functions_suffix
+                 : (gw.cfg.functions_file != NULL ? gw.cfg.functions_file : ""));
+
+    event_base_dispatch(gw.base);
+    rc = 0;
+out:
+    shutdown_all(&gw);
+    return rc;
+}

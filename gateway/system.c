@@ -1,0 +1,346 @@
+/* System API and probes: the FunctionStatus JSON comes from the resolver, the
+ * info document is built here, Basic auth compares the whole expected
+ * "user:password" token in constant time, and the metrics listener renders
+ * the shared registry. */
+#include "system.h"
+
+#include <ctype.h>
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/utsname.h>
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <event2/keyvalq_struct.h>
+
+#include "cmn/js.h"
+#include "cmn/metrics.h"
+#include "cmn/name.h"
+#include "cmn/resolver.h"
+
+struct gw_system {
+    struct gw_system_config config;
+    char *default_ns;
+    char *expected_token; /* base64("user:password"), NULL when auth is off */
+    size_t expected_len;
+    char arch[65];
+};
+
+static const char b64_alphabet[] =
+    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
+
+static char *base64_encode(const unsigned char *in, size_t len)
+{
+    size_t out_len = 4 * ((len + 2) / 3);
+    char *out = malloc(out_len + 1);
+    if (out == NULL)
+        return NULL;
+    size_t o = 0;
+    for (size_t i = 0; i < len; i += 3) {
+        unsigned v = (unsigned)in[i] << 16;
+        if (i + 1 < len)
+            v |= (unsigned)in[i + 1] << 8;
+        if (i + 2 < len)
+            v |= in[i + 2];
+        out[o++] = b64_alphabet[(v >> 18) & 63];
+        out[o++] = b64_alphabet[(v >> 12) & 63];
+        out[o++] = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
+        out[o++] = i + 2 < len ? b64_alphabet[v & 63] : '=';
+    }
+    out[o] = '\0';
+    return out;
+}
+
+static enum cmn_status read_secret(const char *dir, const char *file, char *out,
+                                   struct cmn_err *err)
+{
+    char path[1024];
+    if (snprintf(path, sizeof(path), "%s/%s", dir, file) >= (int)sizeof(path))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "secret path too long: %s/%s", dir, file);
+    FILE *f = fopen(path, "r");
+    if (f == NULL)
+        return cmn_err_set(err, CMN_ERR_IO, errno, "unable to load %s: %s", path, strerror(errno));
+    size_t n = fread(out, 1, GW_SECRET_MAX - 1, f);
+    bool more = fgetc(f) != EOF;
+    fclose(f);
+    if (more)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: longer than %d bytes", path,
+                           GW_SECRET_MAX - 1);
+    out[n] = '\0';
+    size_t start = 0;
+    while (start < n && isspace((unsigned char)out[start]))
+        start++;
+    while (n > start && isspace((unsigned char)out[n - 1]))
+        n--;
+    memmove(out, out + start, n - start);
+    out[n - start] = '\0';
+    if (out[0] == '\0')
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s is empty", path);
+    return CMN_OK;
+}
+
+enum cmn_status gw_system_load_credentials(const char *dir, char *user, char *password,
+                                           struct cmn_err *err)
+{
+    enum cmn_status st = read_secret(dir, "basic-auth-user", user, err);
+    if (st == CMN_OK)
+        st = read_secret(dir, "basic-auth-password", password, err);
+    return st;
+}
+
+/* Constant-time comparison of the presented token with the expected one
+ * (time depends only on the expected length). */
+static bool token_equal(const char *given, size_t given_len, const char *expected,
+                        size_t expected_len)
+{
+    unsigned char diff = given_len != expected_len;
+    for (size_t i = 0; i < expected_len; i++) {
+        unsigned char g = i < given_len ? (unsigned char)given[i] : 0;
+        diff |= (unsigned char)(g ^ (unsigned char)expected[i]);
+    }
+    return diff == 0;
+}
+
+static bool authorized(struct gw_system *sys, struct evhttp_request *req)
+{
+    if (sys->expected_token == NULL)
+        return true;
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    if (h == NULL || strncasecmp(h, "Basic ", 6) != 0)
+        return false;
+    h += 6;
+    while (*h == ' ')
+        h++;
+    size_t len = strlen(h);
+    while (len > 0 && h[len - 1] == ' ')
+        len--;
+    return token_equal(h, len, sys->expected_token, sys->expected_len);
+}
+
+static void reply_json(struct evhttp_request *req, char *json)
+{
+    if (json == NULL) {
+        gw_reply_text(req, 500, "out of memory");
+        return;
+    }
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
+    evbuffer_add(evhttp_request_get_output_buffer(req), json, strlen(json));
+    free(json);
+    gw_reply(req, 200, NULL, NULL);
+}
+
+/* The "namespace" query parameter, copied into `out`; false when absent. */
+static bool query_namespace(const struct gw_target *target, char *out, size_t size)
+{
+    if (target->query == NULL)
+        return false;
+    struct evkeyvalq params; /* evhttp_parse_query_str initialises it */
+    memset(&params, 0, sizeof(params));
+    bool found = false;
+    if (evhttp_parse_query_str(target->query, &params) == 0) {
+        const char *ns = evhttp_find_header(&params, "namespace");
+        if (ns != NULL && ns[0] != '\0' && strlen(ns) < size) {
+            memcpy(out, ns, strlen(ns) + 1);
+            found = true;
+        }
+    }
+    evhttp_clear_headers(&params);
+    return found;
+}
+
+static void reply_method_not_allowed(struct evhttp_request *req)
+{
+    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+    gw_reply_text(req, 405, NULL);
+}
+
+static bool is_get(struct evhttp_request *req)
+{
+    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    return m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
+}
+
+static void system_info(struct gw_system *sys, struct evhttp_request *req)
+{
+    char json[1024];
+    const char *mode =
+        cmn_resolver_mode(sys->config.resolver) == CMN_RESOLVER_DNS ? "dns" : "static";
+    snprintf(json, sizeof(json),
+             "{\"provider\":{\"provider\":\"cfaas\",\"orchestration\":\"%s\","
+             "\"version\":{\"release\":\"%s\",\"sha\":\"\",\"commit_message\":\"\"}},"
+             "\"version\":{\"release\":\"%s\",\"sha\":\"\",\"commit_message\":\"\"},"
+             "\"arch\":\"%s\"}",
+             mode, CFAAS_VERSION, CFAAS_VERSION, sys->arch);
+    reply_json(req, strdup(json));
+}
+
+static void system_function(struct gw_system *sys, struct evhttp_request *req,
+                            const struct gw_target *target, const char *name)
+{
+    char ns[CMN_NAME_MAX];
+    const char *default_ns = sys->default_ns;
+    if (strchr(name, '.') == NULL && query_namespace(target, ns, sizeof(ns)))
+        default_ns = ns;
+    struct cmn_fn_name fn;
+    char text[CMN_NAME_MAX * 2 + 64];
+    size_t len = strlen(name);
+    if (len > 0 && name[len - 1] == '/')
+        len--;
+    if (cmn_name_parse(name, len, default_ns, &fn, NULL) != CMN_OK) {
+        snprintf(text, sizeof(text), "invalid function name: %.*s", (int)(len > 128 ? 128 : len),
+                 name);
+        gw_reply_text(req, 400, text);
+        return;
+    }
+    char *json = cmn_resolver_function_json(sys->config.resolver, &fn);
+    if (json == NULL) {
+        snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
+        gw_reply_text(req, 404, text);
+        return;
+    }
+    reply_json(req, json);
+}
+
+void gw_system_handle(struct gw_system *sys, struct evhttp_request *req,
+                      const struct gw_target *target)
+{
+    if (!authorized(sys, req)) {
+        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+                          "Basic realm=\"Restricted\"");
+        gw_reply_text(req, 401, "invalid credentials");
+        return;
+    }
+    const char *path = target->path;
+    if (strcmp(path, "/system/functions") == 0 || strcmp(path, "/system/functions/") == 0) {
+        if (!is_get(req)) {
+            reply_method_not_allowed(req);
+            return;
+        }
+        char ns[CMN_NAME_MAX];
+        const char *use = query_namespace(target, ns, sizeof(ns)) ? ns : sys->default_ns;
+        reply_json(req, cmn_resolver_list_json(sys->config.resolver, use));
+        return;
+    }
+    if (strncmp(path, "/system/function/", 17) == 0 && path[17] != '\0') {
+        if (!is_get(req)) {
+            reply_method_not_allowed(req);
+            return;
+        }
+        system_function(sys, req, target, path + 17);
+        return;
+    }
+    if (strcmp(path, "/system/info") == 0) {
+        if (!is_get(req)) {
+            reply_method_not_allowed(req);
+            return;
+        }
+        system_info(sys, req);
+        return;
+    }
+    gw_reply_text(req, 404, "404 page not found");
+}
+
+void gw_system_health(struct gw_system *sys, struct evhttp_request *req,
+                      const struct gw_target *target)
+{
+    if (!is_get(req)) {
+        reply_method_not_allowed(req);
+        return;
+    }
+    if (strcmp(target->path, "/readyz") == 0 &&
+        (sys->config.js == NULL || !cmn_js_ready(sys->config.js))) {
+        gw_reply_text(req, 503, "NATS not ready");
+        return;
+    }
+    gw_reply_text(req, 200, "OK");
+}
+
+void gw_system_metrics_request(struct evhttp_request *req, void *arg)
+{
+    struct gw_system *sys = arg;
+    struct gw_target target;
+    if (!gw_target_split(req, &target)) {
+        gw_reply_text(req, 404, "404 page not found");
+        return;
+    }
+    if (strcmp(target.path, "/metrics") == 0) {
+        size_t len = 0;
+        char *text = sys->config.metrics != NULL ? cmn_metrics_render(sys->config.metrics, &len)
+                                                 : strdup("");
+        if (text == NULL) {
+            gw_reply_text(req, 500, "out of memory");
+            return;
+        }
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type",
+                          "text/plain; version=0.0.4; charset=utf-8");
+        evbuffer_add(evhttp_request_get_output_buffer(req), text, len);
+        free(text);
+        gw_reply(req, 200, NULL, NULL);
+        return;
+    }
+    if (strcmp(target.path, "/healthz") == 0) {
+        if (!is_get(req)) {
+            reply_method_not_allowed(req);
+            return;
+        }
+        gw_reply_text(req, 200, "OK");
+        return;
+    }
+    gw_reply_text(req, 404, "404 page not found");
+}
+
+enum cmn_status gw_system_new(const struct gw_system_config *config, struct gw_system **out,
+                              struct cmn_err *err)
+{
+    struct gw_system *sys = calloc(1, sizeof(*sys));
+    if (sys == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "system: out of memory");
+    sys->config = *config;
+    sys->config.auth_user = NULL;
+    sys->config.auth_password = NULL;
+    sys->default_ns = strdup(config->default_ns != NULL ? config->default_ns : "");
+    if (sys->default_ns == NULL)
+        goto nomem;
+    sys->config.default_ns = sys->default_ns;
+    struct utsname u;
+    snprintf(sys->arch, sizeof(sys->arch), "%s", uname(&u) == 0 ? u.machine : "unknown");
+    if (config->basic_auth) {
+        if (config->auth_user == NULL || config->auth_password == NULL) {
+            gw_system_free(sys);
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "basic_auth needs a user and password");
+        }
+        size_t ul = strlen(config->auth_user), pl = strlen(config->auth_password);
+        unsigned char *pair = malloc(ul + 1 + pl);
+        if (pair == NULL)
+            goto nomem;
+        memcpy(pair, config->auth_user, ul);
+        pair[ul] = ':';
+        memcpy(pair + ul + 1, config->auth_password, pl);
+        sys->expected_token = base64_encode(pair, ul + 1 + pl);
+        memset(pair, 0, ul + 1 + pl);
+        free(pair);
+        if (sys->expected_token == NULL)
+            goto nomem;
+        sys->expected_len = strlen(sys->expected_token);
+    }
+    *out = sys;
+    return CMN_OK;
+nomem:
+    gw_system_free(sys);
+    return cmn_err_set(err, CMN_ERR_NOMEM, 0, "system: out of memory");
+}
+
+void gw_system_free(struct gw_system *sys)
+{
+    if (sys == NULL)
+        return;
+    if (sys->expected_token != NULL) {
+        memset(sys->expected_token, 0, sys->expected_len);
+        free(sys->expected_token);
+    }
+    free(sys->default_ns);
+    free(sys);
+}

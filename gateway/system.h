@@ -1,0 +1,62 @@
+/* The gateway's own API: /healthz, /readyz, /system/functions,
+ * /system/function/<name>, /system/info (Basic auth when enabled, OpenFaaS
+ * layout of the credential files) and the metrics listener (/metrics, /healthz).
+ * Thread: the event-loop thread; nothing here blocks except
+ * gw_system_load_credentials, which runs once at start-up. */
+#ifndef GW_SYSTEM_H
+#define GW_SYSTEM_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+#include "cmn/status.h"
+#include "request.h"
+
+struct evhttp_request;
+struct cmn_resolver;
+struct cmn_metrics;
+struct cmn_js;
+struct gw_system;
+
+#define GW_SECRET_MAX 512
+
+struct gw_system_config {
+    struct cmn_resolver *resolver; /* bound */
+    struct cmn_metrics *metrics;   /* bound; NULL = /metrics renders nothing */
+    struct cmn_js *js;             /* bound; NULL = never ready */
+    const char *default_ns;        /* copied */
+    bool basic_auth;               /* protect the /system/... routes */
+    const char *auth_user;         /* copied; required when basic_auth */
+    const char *auth_password;     /* copied; required when basic_auth */
+};
+
+/* Reads "<dir>/basic-auth-user" and "<dir>/basic-auth-password" (surrounding
+ * whitespace trimmed) into `user` and `password` (GW_SECRET_MAX bytes each).
+ * Errors: CMN_ERR_IO (missing/unreadable file, errno in err->code),
+ * CMN_ERR_INVALID (empty or too long). Blocks on file I/O: start-up only. */
+enum cmn_status gw_system_load_credentials(const char *dir, char *user, char *password,
+                                           struct cmn_err *err);
+
+/* Creates the module; `*out` is new (gw_system_free). Errors: CMN_ERR_NOMEM. */
+enum cmn_status gw_system_new(const struct gw_system_config *config, struct gw_system **out,
+                              struct cmn_err *err);
+
+/* Handles GET /healthz (200 "OK") and GET /readyz (200 only when NATS is ready,
+ * else 503) on the main port. Exactly one reply. */
+void gw_system_health(struct gw_system *sys, struct evhttp_request *req,
+                      const struct gw_target *target);
+
+/* Handles a request whose path starts with "/system/": 401 without valid
+ * credentials (when enabled), 404 unknown route or function, 405 other
+ * methods. Exactly one reply. */
+void gw_system_handle(struct gw_system *sys, struct evhttp_request *req,
+                      const struct gw_target *target);
+
+/* evhttp generic callback of the metrics listener (`arg` = the gw_system):
+ * /metrics (any method) and GET /healthz; everything else 404. */
+void gw_system_metrics_request(struct evhttp_request *req, void *arg);
+
+/* Frees the module (secrets are wiped). NULL allowed. */
+void gw_system_free(struct gw_system *sys);
+
+#endif
