@@ -432,6 +432,9 @@ int main(int argc, char **argv)
         LOG_ERROR(NULL, "cannot listen on port %lld", (long long)gw.cfg.port);
         goto out;
     }
+    /* Linux passes TCP_NODELAY from the listener to accepted sockets: without
+     * it a response written in two pieces waits for the client's delayed ACK. */
+    gw_set_nodelay(evhttp_bound_socket_get_fd(gw.listener));
     if (gw.cfg.metrics_port != 0) {
         gw.metrics_http = http_new(&gw, 4096);
         if (gw.metrics_http == NULL ||

@@ -13,6 +13,7 @@
 #include <netinet/in.h>
 
 #include <event2/buffer.h>
+#include <event2/bufferevent.h>
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/event_struct.h>
@@ -713,6 +714,8 @@ static void call_send(struct px_call *call)
     call->sending = true;
     int rc = evhttp_make_request(call->conn, up_req, call->method, call->uri);
     call->sending = false;
+    /* The socket exists once the connect has started; idempotent on reuse. */
+    gw_set_nodelay(bufferevent_getfd(evhttp_connection_get_bufferevent(call->conn)));
     if (call->early_done) {
         call_failed(call);
         return;

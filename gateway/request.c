@@ -3,6 +3,10 @@
  * reply (so draining can switch every response to "Connection: close"). */
 #include "request.h"
 
+#include <netinet/in.h>
+#include <netinet/tcp.h>
+#include <sys/socket.h>
+
 #include <string.h>
 #include <time.h>
 
@@ -136,4 +140,12 @@ void gw_reply_text(struct evhttp_request *req, int code, const char *text)
 void gw_request_set_draining(void)
 {
     draining = true;
+}
+
+void gw_set_nodelay(int fd)
+{
+    if (fd < 0)
+        return;
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }

@@ -55,4 +55,8 @@ void gw_request_set_draining(void);
 /* Standard reason phrase for `code` ("Accepted"); never NULL. */
 const char *gw_reason(int code);
 
+/* Sets TCP_NODELAY on socket `fd` (ignored when fd < 0 or not TCP). Loop
+ * thread; never blocks. */
+void gw_set_nodelay(int fd);
+
 #endif

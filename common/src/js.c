@@ -450,8 +450,14 @@ static enum cmn_status build_msg(natsMsg **out, const char *subject,
 {
     natsMsg *m = NULL;
     natsStatus s = natsMsg_Create(&m, subject, NULL, body, (int)body_len);
-    for (size_t i = 0; s == NATS_OK && i < headers->count; i++)
+    for (size_t i = 0; s == NATS_OK && i < headers->count; i++) {
+        /* nats.c 3.4.1 mis-parses an empty header value on receipt (the next
+         * line becomes the value), so empty values are not sent; the codec
+         * treats absent and empty alike. */
+        if (headers->items[i].value[0] == '\0')
+            continue;
         s = natsMsgHeader_Add(m, headers->items[i].name, headers->items[i].value);
+    }
     if (s != NATS_OK) {
         natsMsg_Destroy(m);
         return nats_err(err, s, "build message");
@@ -517,8 +523,11 @@ enum cmn_status cmn_js_fetch(struct cmn_js *js, int batch, int64_t wait_ms,
     if (js->durable == NULL)
         return cmn_err_set(err, CMN_ERR_INVALID, 0, "no durable consumer configured");
     if (!atomic_load(&js->ready)) {
-        sleep_ms(wait_ms);
-        return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "NATS is not connected");
+        /* Poll briefly so work starts as soon as the set-up completes. */
+        while (!atomic_load(&js->ready) && now_ms() - started < wait_ms)
+            sleep_ms(20);
+        if (!atomic_load(&js->ready))
+            return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "NATS is not connected");
     }
     natsStatus s;
     if (js->sub == NULL) {

@@ -7,7 +7,7 @@
 # bench_echo_upstream, gateway, queue-worker), measures each figure next to its
 # limit, and writes results.md + results.csv + raw tool output into the output
 # dir (default tests/bench/out/<timestamp>/). Targets are reported, not
-# enforced. --smoke: ~10 s, asserts only that every figure is > 0 and the files
+# enforced. --smoke: ~20 s, asserts only that every figure is > 0 and the files
 # exist (for CI). --limits-only: only the machine limits (direct upstream, raw
 # nats.c publish); needs neither gateway nor queue-worker.
 #
@@ -55,7 +55,7 @@ else
     SIZES=${SIZES:-1024 65536}
     PUB_COUNT=${PUB_COUNT:-300000}
     SYNC_PUB_COUNT=${SYNC_PUB_COUNT:-20000}
-    DRAIN_COUNT=${DRAIN_COUNT:-20000}
+    DRAIN_COUNT=${DRAIN_COUNT:-50000}
 fi
 CONNECTIONS=${CONNECTIONS:-50}
 WRK_THREADS=${WRK_THREADS:-2}

@@ -70,6 +70,10 @@ class WaitTimeout(AssertionError):
     pass
 
 
+class ProcessDied(AssertionError):
+    """Raised while waiting on a process that has exited; never swallowed by wait_until."""
+
+
 def wait_until(pred, timeout, interval=0.05, desc="condition"):
     """Poll pred() until it returns a truthy value; return that value. Raise WaitTimeout."""
     deadline = time.monotonic() + timeout
@@ -79,6 +83,8 @@ def wait_until(pred, timeout, interval=0.05, desc="condition"):
             v = pred()
             if v:
                 return v
+        except ProcessDied:
+            raise
         except Exception as e:  # noqa: BLE001 - polling helper
             last_exc = e
         if time.monotonic() >= deadline:
@@ -250,7 +256,7 @@ class Proc:
 
     def _check_alive(self, what):
         if self.p is not None and self.p.poll() is not None:
-            raise AssertionError("%s exited (rc=%r) while waiting for %s\n%s" % (
+            raise ProcessDied("%s exited (rc=%r) while waiting for %s\n%s" % (
                 self.name, self.p.returncode, what, self.tail(40)))
 
 

@@ -169,12 +169,13 @@ def test_body_limit_boundary(stack):
 def test_sigterm_worker_finishes_inflight_call_and_exits_0(stack):
     """SIGTERM while a 3 s call runs (drain_timeout 10 s): the call finishes, its callback is
     posted before the worker exits, exit code 0, one execution."""
-    stack.start(workers=1, fixtures=("sleep",), worker_env={"drain_timeout": "10s"})
+    stack.start(workers=1, fixtures=("sleep", "echo"), worker_env={"drain_timeout": "10s"})
     w = stack.workers[0]
     cid = assert_202(stack.async_call("sleep?s=3", body=b"x"))
     harness.wait_until(lambda: stack.fns["sleep"].inflight >= 1, 20, desc="call running")
     t = time.monotonic()
     w.signal(signal.SIGTERM)
+    late = assert_202(stack.async_call("echo", body=b"after-sigterm"))
     rc, waited = wait_exit(w, 25)
     assert rc == 0, "worker exit code %r after SIGTERM" % (rc,)
     exited = t + waited
@@ -183,7 +184,13 @@ def test_sigterm_worker_finishes_inflight_call_and_exits_0(stack):
     assert cbs[0]["mono"] <= exited
     assert cbs[0]["headers"].get("X-Function-Status") == "200"
     assert stack.ledger.count("sleep", cid) == 1
-    assert stack.stream_last_seq() >= 1 and stream_messages_count(stack.nats, STREAM) == 0
+    # a draining worker fetches nothing new: the late call is still queued, not run
+    assert stack.ledger.count("echo", late) == 0 and stack.sink.count(late) == 0
+    assert stream_messages_count(stack.nats, STREAM) == 1
+    stack.add_worker()  # ...and a new replica runs it
+    stack.sink.wait_for(1, 30, call_id=late)
+    absence_window(1)
+    assert stack.ledger.count("echo", late) == 1 and stack.sink.count(late) == 1
 
 
 @pytest.mark.timeout(90)
