@@ -100,7 +100,7 @@ def tmp_path(request):
 
 
 def pytest_sessionfinish(session, exitstatus):
-    if _ROOT and not os.listdir(_ROOT[0]):
+    if _ROOT and os.path.isdir(_ROOT[0]) and not os.listdir(_ROOT[0]):
         shutil.rmtree(_ROOT[0], ignore_errors=True)
 
 

@@ -54,7 +54,7 @@ def submit_many(stack, calls, threads=8, gw=None):
         return list(ex.map(one, calls))
 
 
-def at_most_once_each(stack, ids, function=None):
+def exactly_once_each(stack, ids, function=None):
     """Every id executed exactly once at the function and called back exactly once."""
     ids = list(ids)
     idset = set(ids)
@@ -69,8 +69,10 @@ def at_most_once_each(stack, ids, function=None):
             cb[r["call_id"]] = cb.get(r["call_id"], 0) + 1
     bad_ex = {i: ex.get(i, 0) for i in ids if ex.get(i, 0) != 1}
     bad_cb = {i: cb.get(i, 0) for i in ids if cb.get(i, 0) != 1}
-    assert not bad_ex, "executions != 1 for %d ids: %r" % (len(bad_ex), dict(list(bad_ex.items())[:20]))
-    assert not bad_cb, "callbacks != 1 for %d ids: %r" % (len(bad_cb), dict(list(bad_cb.items())[:20]))
+    assert not bad_ex, "executions != 1 for %d ids: %r" % (
+        len(bad_ex), dict(list(bad_ex.items())[:20]))
+    assert not bad_cb, "callbacks != 1 for %d ids: %r" % (
+        len(bad_cb), dict(list(bad_cb.items())[:20]))
 
 
 def wait_callbacks_for(stack, ids, timeout):

@@ -16,8 +16,8 @@ import requests
 
 import harness
 from delivery import (DLQ, GateFunction, absence_window, add_function, assert_202,
-                      assert_no_parallel_copies, at_most_once_each, attempts_of, holder_of,
-                      is_float, max_overlap, read_stream, start_gateway, start_worker,
+                      assert_no_parallel_copies, exactly_once_each, attempts_of, is_float,
+                      js_publish_raw, max_overlap, read_stream, start_gateway, start_worker,
                       stream_messages_count, submit_many, wait_callbacks_for, wait_queue_drained,
                       worker_metric)
 
@@ -66,7 +66,7 @@ def test_a02_two_workers_no_duplicate_callbacks(stack):
     wait_callbacks_for(stack, ids, 90)
     makespan = max(r["mono"] for r in stack.sink.all()) - t0
     absence_window(3)
-    at_most_once_each(stack, ids, "sleep")
+    exactly_once_each(stack, ids, "sleep")
     assert stack.sink.count() == n
     assert sorted(e["body"] for e in stack.ledger.entries("sleep")) == \
         sorted(b"job-%d" % i for i in range(1, n + 1))
@@ -103,7 +103,7 @@ def test_a03_max_inflight_runs_calls_in_parallel_and_caps(stack):
     for e in es[5:]:
         assert e["start_ts"] >= first_free - 0.05, "6th/7th started before a slot freed"
     absence_window(1)
-    at_most_once_each(stack, ids1 + ids2, "sleep")
+    exactly_once_each(stack, ids1 + ids2, "sleep")
 
 
 @pytest.mark.slow
@@ -131,7 +131,7 @@ def test_a04_concurrency_is_workers_times_inflight_and_joining_worker_shares(sta
     wait_callbacks_for(stack, ids2, 60)
     makespan2 = max(r["mono"] for r in stack.sink.all() if r["call_id"] in ids2) - t0
     absence_window(2)
-    at_most_once_each(stack, ids1 + ids2, "sleep")
+    exactly_once_each(stack, ids1 + ids2, "sleep")
     w3_log = w3.log_text("stdout")
     share = [i for i in ids2 if i in w3_log]
     assert len(share) >= 2, "the joining worker handled %d calls" % len(share)
@@ -411,7 +411,7 @@ def test_a13_nats_restart_gateway_and_worker_reconnect(stack):
     all_ids = [gate_id] + queued + accepted + later
     wait_callbacks_for(stack, all_ids, 60)
     absence_window(2)
-    at_most_once_each(stack, queued + accepted + later, "echo")
+    exactly_once_each(stack, queued + accepted + later, "echo")
     assert stack.sink.count(gate_id) == 1
     assert stack.gateway.pid == gw_pid and stack.gateway.alive()
     assert stack.workers[0].pid == w_pid and stack.workers[0].alive()
@@ -535,7 +535,6 @@ def test_a15_exhausted_call_is_dead_lettered_with_everything(stack):
             if k not in ("Faas-Dead-Reason", "Faas-Last-Status", "Faas-Attempts", "Faas-Call-Id")}
     hdrs["Faas-Query"] = "code=200"
     hdrs["Nats-Msg-Id"] = cid + "-redrive"
-    from delivery import js_publish_raw
     ack = js_publish_raw(stack.nats, "faas-request", m.data, hdrs)
     assert "seq" in ack, ack
     [cb2] = stack.sink.wait_for(1, 30, call_id=cid + "-redrive")

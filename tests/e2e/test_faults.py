@@ -13,7 +13,7 @@ import pytest
 
 import harness
 from delivery import (DLQ, STREAM, GateFunction, absence_window, add_function, assert_202,
-                      at_most_once_each, attempts_of, holder_of, js_publish_raw, read_stream,
+                      exactly_once_each, attempts_of, holder_of, js_publish_raw, read_stream,
                       stream_messages_count, submit_many, wait_callbacks_for, wait_exit,
                       wait_queue_drained, worker_metric)
 
@@ -45,7 +45,7 @@ def test_worker_kill9_mid_call_runs_again_elsewhere_one_callback(stack):
     rerun_delay = runs[1]["start_ts"] - t_kill_wall
     assert 0 <= rerun_delay <= 10, "re-run %.1fs after the kill (ack_wait 1 s)" % rerun_delay
     assert stack.sink.count(cid) == 1, "more than one callback"
-    at_most_once_each(stack, others, "echo")
+    exactly_once_each(stack, others, "echo")
     assert cid in survivor.log_text("stdout")
     assert survivor.alive()
     assert cb["mono"] > t_kill
@@ -84,7 +84,7 @@ def test_nats_kill9_restart_with_200_queued_all_complete_once(stack):
     post = assert_202(stack.async_call("echo", body=b"after"))
     stack.sink.wait_for(1, 30, call_id=post)
     absence_window(3)
-    at_most_once_each(stack, ids, "gate")
+    exactly_once_each(stack, ids, "gate")
     got = sorted(e["body"] for e in stack.ledger.entries("gate"))
     assert got == sorted(b"n-%d" % i for i in range(n))
     assert [stack.gateway.pid] + [w.pid for w in stack.workers] == pids
@@ -106,7 +106,7 @@ def test_1000_calls_3_workers_each_exactly_once(stack):
     ids = [assert_202(r) for r in rs]
     wait_callbacks_for(stack, ids, 180)
     absence_window(5)
-    at_most_once_each(stack, ids, "echo")
+    exactly_once_each(stack, ids, "echo")
     assert stack.sink.count() == n
     by_id = {r["call_id"]: r for r in stack.sink.all()}
     for i, cid in enumerate(ids):

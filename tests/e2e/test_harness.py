@@ -90,3 +90,38 @@ def test_wait_until_times_out():
     with pytest.raises(harness.WaitTimeout):
         harness.wait_until(lambda: False, 0.3)
     assert time.monotonic() - t < 2
+
+
+def test_cleanup_kills_whole_process_group(tmp_path):
+    pidfile = tmp_path / "bg.pid"
+    p = harness.Proc(["/bin/sh", "-c", "sleep 100 & echo $! > %s; sleep 100" % pidfile],
+                     harness.base_env(), str(tmp_path), name="sh")
+    reg = harness.Registry()
+    reg.add(p.start())
+    bg = int(harness.wait_until(lambda: pidfile.read_text().strip(), 5, desc="pid file"))
+    assert p.alive()
+    reg.cleanup()
+    assert not p.alive()
+
+    def gone():
+        try:
+            with open("/proc/%d/stat" % bg) as f:
+                return f.read().rsplit(")", 1)[1].split()[0] == "Z"
+        except FileNotFoundError:
+            return True
+    harness.wait_until(gone, 5, desc="background child %d killed" % bg)
+
+
+def test_mininats_pull_and_ack(nats):
+    with MiniNats(nats.port) as c:
+        c.js("STREAM.CREATE.t2", {"name": "t2", "subjects": ["t2"], "retention": "workqueue",
+                                  "storage": "file"})
+        c.js("CONSUMER.DURABLE.CREATE.t2.d", {"stream_name": "t2", "config": {
+            "durable_name": "d", "ack_policy": "explicit", "deliver_policy": "all"}})
+        assert c.pull("t2", "d", expires=0.3) is None
+        c.js_publish("t2", b"m1", headers={"K": "v"})
+        m = c.pull("t2", "d", expires=2)
+        assert m is not None and m.data == b"m1" and m.header("K") == "v"
+        c.publish(m.reply, b"+ACK")
+        harness.wait_until(lambda: c.stream_info("t2")["state"]["messages"] == 0, 5,
+                           desc="acked message removed")
