@@ -147,6 +147,19 @@ static void metric_code(struct qw_calls *set, const char *name, int code)
     cmn_metrics_add(set->env.metrics, name, labels, 1);
 }
 
+/* Makes a message safe inside a quoted log value: '"' becomes '\'', CR/LF a
+ * space. In place; returns `s`. */
+static char *tidy(char *s)
+{
+    for (char *p = s; *p; p++) {
+        if (*p == '"')
+            *p = '\'';
+        else if (*p == '\r' || *p == '\n')
+            *p = ' ';
+    }
+    return s;
+}
+
 /* Appends `s` to the buffer, percent-encoding bytes that cannot appear in a
  * URL as is (controls, space, non-ASCII, '#', and '?' inside a path). */
 static bool append_escaped(char *buf, size_t size, size_t *len, const char *s, bool in_path)
@@ -263,20 +276,22 @@ static void settle(struct qw_call *c)
             LOG_ERROR(c->log_id,
                       "dead-letter failed error=\"%s\"; handed back for redelivery "
                       "in %" PRId64 "ms",
-                      err.msg, cfg->initial_retry_wait_ms);
+                      tidy(err.msg), cfg->initial_retry_wait_ms);
             if (cmn_js_msg_nak_delay(c->msg, cfg->initial_retry_wait_ms, &err) != CMN_OK)
-                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
+                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
             call_end(c);
             return;
         } else {
-            LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; call dropped", err.msg);
+            LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; call dropped",
+                      tidy(err.msg));
         }
         if (cmn_js_msg_term(c->msg, &err) != CMN_OK)
-            LOG_ERROR(c->log_id, "term failed error=\"%s\"", err.msg);
+            LOG_ERROR(c->log_id, "term failed error=\"%s\"", tidy(err.msg));
         else
             LOG_INFO(c->log_id, "done status=%d terminated", c->status);
     } else if (cmn_js_msg_ack(c->msg, &err) != CMN_OK) {
-        LOG_ERROR(c->log_id, "ack failed error=\"%s\"; the call will be redelivered", err.msg);
+        LOG_ERROR(c->log_id, "ack failed error=\"%s\"; the call will be redelivered",
+                  tidy(err.msg));
     } else {
         LOG_INFO(c->log_id, "done status=%d acked", c->status);
     }
@@ -290,6 +305,7 @@ static void poison(struct qw_call *c, const char *why)
     char reason[300];
     struct cmn_err err;
     snprintf(reason, sizeof(reason), "undecodable: %s", why);
+    tidy(reason);
     enum cmn_status st = cmn_js_dead_letter(set->env.js, c->msg, reason, 0, (int)c->attempt, &err);
     if (st == CMN_OK) {
         cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
@@ -302,16 +318,16 @@ static void poison(struct qw_call *c, const char *why)
         LOG_ERROR(c->log_id,
                   "dead-letter failed error=\"%s\"; handed back for redelivery in "
                   "%" PRId64 "ms",
-                  err.msg, delay);
+                  tidy(err.msg), delay);
         if (cmn_js_msg_nak_delay(c->msg, delay, &err) != CMN_OK)
-            LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
+            LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
         call_end(c);
         return;
     } else {
-        LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; message dropped", err.msg);
+        LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; message dropped", tidy(err.msg));
     }
     if (cmn_js_msg_term(c->msg, &err) != CMN_OK)
-        LOG_ERROR(c->log_id, "term failed error=\"%s\"", err.msg);
+        LOG_ERROR(c->log_id, "term failed error=\"%s\"", tidy(err.msg));
     else
         LOG_INFO(c->log_id, "done terminated");
     call_end(c);
@@ -358,13 +374,14 @@ static enum cmn_status build_callback_headers(struct qw_call *c)
     return st;
 }
 
-/* One callback attempt failed with `why`: back off and try again, or give up. */
-static void callback_failed(struct qw_call *c, const char *why)
+/* One callback attempt failed with `why`: back off and try again, or give up
+ * (at once when `last`, i.e. at the shutdown deadline). */
+static void callback_failed(struct qw_call *c, const char *why, bool last)
 {
     const struct qw_config *cfg = c->set->env.cfg;
     char ubuf[512];
     const char *url = redact_url(c->call.callback_url, ubuf, sizeof(ubuf));
-    if (c->cb_attempt < cfg->callback_max_attempts) {
+    if (!last && c->cb_attempt < cfg->callback_max_attempts) {
         int64_t delay = qw_retry_callback_backoff_ms(c->cb_attempt);
         LOG_WARN(c->log_id,
                  "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64 " next_in=%" PRId64 "ms",
@@ -398,7 +415,7 @@ static void on_callback_done(struct qw_http_response *r, void *closure)
     else
         snprintf(why, sizeof(why), "%s", r->error);
     qw_http_response_free(r);
-    callback_failed(c, why);
+    callback_failed(c, tidy(why), false);
 }
 
 static void post_callback(struct qw_call *c)
@@ -420,7 +437,7 @@ static void post_callback(struct qw_call *c)
     if (qw_http_start(c->set->env.http, &req, &c->cb_resp, on_callback_done, c, &c->xfer, &err) !=
         CMN_OK) {
         c->xfer = NULL;
-        callback_failed(c, err.msg);
+        callback_failed(c, tidy(err.msg), false);
     }
 }
 
@@ -433,7 +450,7 @@ static void final_outcome(struct qw_call *c)
         return;
     }
     if (build_callback_headers(c) != CMN_OK) {
-        callback_failed(c, "out of memory");
+        callback_failed(c, "out of memory", false);
         return;
     }
     post_callback(c);
@@ -462,7 +479,7 @@ static void schedule_retry(struct qw_call *c)
              c->attempt, cfg->max_retry_attempts + 1, c->status, (double)delay / 1000.0, source);
     if (cmn_js_msg_nak_delay(c->msg, delay, &err) != CMN_OK)
         LOG_ERROR(c->log_id, "nak failed error=\"%s\"; redelivered after ack_wait instead",
-                  err.msg);
+                  tidy(err.msg));
     call_end(c);
 }
 
@@ -504,6 +521,7 @@ static void on_invoke_done(struct qw_http_response *r, void *closure)
         c->dead_reason = "invalid request";
         break;
     }
+    tidy(c->error);
     if (c->error[0])
         LOG_INFO(c->log_id, "invoked function=%s status=%d seconds=%.6f error=\"%s\"",
                  c->call.function, c->status, c->seconds, c->error);
@@ -579,6 +597,7 @@ static void invoke(struct qw_call *c)
     char num[32];
     int early = build_url(c);
     if (early) {
+        tidy(c->error);
         c->status = early;
         c->seconds = (double)(qw_now_ns() - c->received_ns) / 1e9;
         if (early == 400)
@@ -662,7 +681,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
         LOG_WARN(c->log_id,
                  "received undecodable message delivery=%" PRIu64 " bytes=%zu "
                  "error=\"%s\"",
-                 c->attempt, body_len, err.msg);
+                 c->attempt, body_len, tidy(err.msg));
         poison(c, err.msg);
         return;
     }
@@ -699,7 +718,7 @@ int64_t qw_calls_run_timers(struct qw_calls *set, int64_t now_ms)
         if (now_ms >= c->next_wip_ms) {
             struct cmn_err err;
             if (cmn_js_msg_in_progress(c->msg, &err) != CMN_OK)
-                LOG_WARN(c->log_id, "in-progress ack failed error=\"%s\"", err.msg);
+                LOG_WARN(c->log_id, "in-progress ack failed error=\"%s\"", tidy(err.msg));
             else
                 LOG_DEBUG(c->log_id, "lease renewed (+WIP)");
             c->next_wip_ms = now_ms + period;
@@ -730,7 +749,7 @@ void qw_calls_abort_all(struct qw_calls *set)
         if (c->state == ST_INVOKING) {
             double s = (double)(qw_now_ns() - c->received_ns) / 1e9;
             if (cmn_js_msg_nak_delay(c->msg, 0, &err) != CMN_OK)
-                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", err.msg);
+                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
             LOG_WARN(c->log_id,
                      "shutdown: invocation aborted after %.3fs, handed back for "
                      "another worker",
@@ -739,8 +758,7 @@ void qw_calls_abort_all(struct qw_calls *set)
         } else {
             qw_http_response_free(&c->cb_resp);
             /* the function already ran: settle rather than run it again */
-            c->cb_attempt = (int)c->set->env.cfg->callback_max_attempts;
-            callback_failed(c, "worker shutting down");
+            callback_failed(c, "worker shutting down", true);
         }
     }
 }
@@ -753,7 +771,7 @@ void qw_calls_hand_back(struct qw_calls *set, struct cmn_js_msg **msgp)
     char id[64];
     snprintf(id, sizeof(id), "seq-%" PRIu64, cmn_js_msg_seq(msg));
     if (cmn_js_msg_nak_delay(msg, 0, &err) != CMN_OK)
-        LOG_ERROR(id, "nak failed error=\"%s\"", err.msg);
+        LOG_ERROR(id, "nak failed error=\"%s\"", tidy(err.msg));
     else
         LOG_INFO(id, "shutdown: fetched message handed back unstarted");
     cmn_js_msg_free(msg);

@@ -4,7 +4,23 @@
  * renewal every ack_wait/3 for as long as a call is held.
  *
  * Threads: everything here runs on the main thread (the one that runs
- * qw_http_run); the services in struct qw_call_env are borrowed. */
+ * qw_http_run); the services in struct qw_call_env are borrowed.
+ *
+ * Decisions (documented behaviour):
+ *  - attempt = the server's delivery count, so a worker crash, a kill, or a
+ *    shutdown hand-back also uses up an attempt; a delivery past the budget
+ *    still runs once (no further retry), and a call delivered more than
+ *    1 + max_retry_attempts + 5 times is dead-lettered without running
+ *    (a call that keeps killing workers), with a 502 callback;
+ *  - transport error → X-Function-Status 502, timeout → 504, both with
+ *    X-Function-Error; both are retried like retry_http_codes;
+ *  - X-Retry = attempt - 1 (may exceed X-Retry-Max after crashes);
+ *  - a final outcome with retries exhausted is called back, then copied to the
+ *    dead-letter stream and terminated; if that copy fails the call is NAK'd
+ *    (initial_retry_wait) rather than lost, and may be called back again;
+ *  - at the shutdown deadline a running invocation is NAK'd (no delay); a call
+ *    whose function already ran gives up its callback and is settled, so a
+ *    function never runs twice because of a shutdown. */
 #ifndef QW_CALL_H
 #define QW_CALL_H
 

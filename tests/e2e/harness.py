@@ -520,6 +520,9 @@ class _Server(http.server.ThreadingHTTPServer):
 
 
 class _BaseHandler(http.server.BaseHTTPRequestHandler):
+    # Headers and body go out in separate writes: without TCP_NODELAY each reply
+    # waits ~40 ms for the peer's delayed ACK, which skews timing-based tests.
+    disable_nagle_algorithm = True
     protocol_version = "HTTP/1.1"  # keep-alive, so upstream connection reuse is exercised
 
     def log_message(self, fmt, *args):  # quiet
