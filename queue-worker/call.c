@@ -23,6 +23,11 @@
 /* A call delivered this many times more than its attempt budget keeps killing
  * workers (or keeps being handed back): it is dead-lettered without a run. */
 #define EXTRA_DELIVERIES 5
+/* Stream sequences of the calls this worker settled most recently. A broker
+ * that crashes right after a delivery can forget the ack and hand the same
+ * message out again as a first delivery; a worker that finished it already
+ * acknowledges it again instead of running the function a second time. */
+#define DONE_RING 4096
 
 #define M_RECEIVED "queue_worker_messages_received_total"
 #define M_PROCESSED "queue_worker_messages_processed_total"
@@ -49,6 +54,7 @@ struct qw_call {
     int64_t next_wip_ms;         /* monotonic time of the next +WIP */
     int64_t wake_ms;             /* callback back-off deadline (ST_CALLBACK_WAIT) */
     enum call_state state;
+    uint64_t seq; /* stream sequence, 0 when unknown */
     char *url;
     struct cmn_headers req_headers;
     struct qw_http_xfer *xfer;
@@ -67,7 +73,45 @@ struct qw_calls {
     struct qw_call *head;
     size_t count;
     uint64_t rng;
+    uint64_t done_seq[DONE_RING]; /* ring of settled (stream sequence, call id hash) */
+    uint64_t done_id[DONE_RING];
+    size_t done_next;
 };
+
+/* Both the sequence and the call id must match: a stream re-created on a
+ * fresh server starts its sequences at 1 again. */
+static uint64_t id_hash(const char *id)
+{
+    uint64_t h = 1469598103934665603ULL; /* FNV-1a */
+    for (; *id; id++)
+        h = (h ^ (unsigned char)*id) * 1099511628211ULL;
+    return h;
+}
+
+static bool seq_done(const struct qw_calls *set, uint64_t seq, uint64_t idh)
+{
+    for (size_t i = 0; i < DONE_RING; i++)
+        if (set->done_seq[i] == seq && set->done_id[i] == idh)
+            return true;
+    return false;
+}
+
+static bool seq_in_flight(const struct qw_calls *set, const struct qw_call *self)
+{
+    for (const struct qw_call *c = set->head; c != NULL; c = c->next)
+        if (c != self && c->seq == self->seq && strcmp(c->call.call_id, self->call.call_id) == 0)
+            return true;
+    return false;
+}
+
+static void seq_remember(struct qw_calls *set, const struct qw_call *c)
+{
+    if (c->seq == 0 || c->call.call_id[0] == '\0')
+        return;
+    set->done_seq[set->done_next] = c->seq;
+    set->done_id[set->done_next] = id_hash(c->call.call_id);
+    set->done_next = (set->done_next + 1) % DONE_RING;
+}
 
 /* ---------------------------------------------------------------- helpers */
 
@@ -285,14 +329,17 @@ static void settle(struct qw_call *c)
             LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; call dropped",
                       tidy(err.msg));
         }
-        if (cmn_js_msg_term(c->msg, &err) != CMN_OK)
+        if (cmn_js_msg_term(c->msg, &err) != CMN_OK) {
             LOG_ERROR(c->log_id, "term failed error=\"%s\"", tidy(err.msg));
-        else
+        } else {
+            seq_remember(set, c);
             LOG_INFO(c->log_id, "done status=%d terminated", c->status);
+        }
     } else if (cmn_js_msg_ack(c->msg, &err) != CMN_OK) {
         LOG_ERROR(c->log_id, "ack failed error=\"%s\"; the call will be redelivered",
                   tidy(err.msg));
     } else {
+        seq_remember(set, c);
         LOG_INFO(c->log_id, "done status=%d acked", c->status);
     }
     call_end(c);
@@ -647,6 +694,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     struct cmn_js_msg *msg = *msgp;
     struct cmn_err err;
     *msgp = NULL;
+    uint64_t seq = cmn_js_msg_seq(msg);
     struct qw_call *c = calloc(1, sizeof(*c));
     if (!c) {
         LOG_ERROR(NULL, "out of memory: message seq=%" PRIu64 " handed back", cmn_js_msg_seq(msg));
@@ -658,6 +706,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     }
     c->set = set;
     c->msg = msg;
+    c->seq = seq;
     c->next = set->head;
     if (set->head)
         set->head->prev = c;
@@ -686,6 +735,23 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
         return;
     }
     snprintf(c->log_id, sizeof(c->log_id), "%s", c->call.call_id);
+    if (c->seq != 0) {
+        bool done = seq_done(set, c->seq, id_hash(c->call.call_id));
+        if (done || seq_in_flight(set, c)) {
+            /* A second delivery of a message this worker already finished (its
+             * ack was lost, e.g. the broker restarted right after delivering)
+             * or is still running (the lease continues through the first
+             * handle): never run it twice here. */
+            if (done && cmn_js_msg_ack(msg, &err) != CMN_OK)
+                LOG_WARN(c->log_id, "re-ack failed error=\"%s\"", tidy(err.msg));
+            LOG_WARN(c->log_id,
+                     "delivered again delivery=%" PRIu64 " seq=%" PRIu64
+                     " while %s here; not run again",
+                     c->attempt, c->seq, done ? "already settled" : "still running");
+            call_end(c);
+            return;
+        }
+    }
     LOG_INFO(c->log_id, "received function=%s delivery=%" PRIu64 " bytes=%zu seq=%" PRIu64,
              c->call.function, c->attempt, body_len, cmn_js_msg_seq(msg));
     if (cfg->faas_print_body && body_len)

@@ -80,14 +80,17 @@ enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers 
     if (!cmn_callid_valid(call->call_id) || call->function == NULL || call->method == NULL)
         return cmn_err_set(err, CMN_ERR_INVALID, 0,
                            "a valid call id, a function and a method are required");
-    struct cmn_headers tmp;
-    cmn_headers_init(&tmp);
-    enum cmn_status st = encode_into(call, &tmp, err);
-    /* Append to the caller's list only on success (out-parameters untouched on error). */
-    for (size_t i = 0; st == CMN_OK && i < tmp.count; i++)
-        if (cmn_headers_add(out, tmp.items[i].name, tmp.items[i].value) != CMN_OK)
-            st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
-    cmn_headers_free(&tmp);
+    /* Appended in place (no temporary copy: this runs per async request); on
+     * error the pairs added so far are removed again, so `out` is unchanged. */
+    size_t keep = out->count;
+    enum cmn_status st = encode_into(call, out, err);
+    if (st != CMN_OK) {
+        for (size_t i = keep; i < out->count; i++) {
+            free(out->items[i].name);
+            free(out->items[i].value);
+        }
+        out->count = keep;
+    }
     return st;
 }
 

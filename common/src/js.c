@@ -17,10 +17,18 @@
 #define PENDING_BUCKETS 4096
 #define HEADER_ROOM_BYTES 65536
 
+/* One async publish awaiting its outcome. In the hash (by natsMsg pointer)
+ * until its ack is handled or nats.c gives the message back; in the deadline
+ * FIFO (deadlines only grow: one timeout for all) until it is acked or
+ * expires. `answered`: the timeout callback already ran, so a late ack only
+ * frees the entry. All fields are guarded by cmn_js.pmu. */
 struct pending {
     natsMsg *msg;
     void *token;
-    struct pending *next;
+    struct pending *next;         /* hash chain */
+    struct pending *dprev, *dnext; /* deadline FIFO */
+    int64_t deadline_ms;          /* monotonic */
+    bool answered;
 };
 
 struct cmn_js {
@@ -34,8 +42,11 @@ struct cmn_js {
 
     pthread_t setup_thread;
     bool setup_started;
+    pthread_t sweep_thread; /* publish deadlines (only with on_publish) */
+    bool sweep_started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
+    pthread_cond_t sweep_cv; /* CLOCK_MONOTONIC; signalled on stop */
     bool stop, need_setup, opened; /* opened: nc and jsctx exist */
 
     atomic_bool ready;
@@ -44,6 +55,9 @@ struct cmn_js {
 
     pthread_mutex_t pmu;
     struct pending *buckets[PENDING_BUCKETS];
+    struct pending *dhead, *dtail; /* deadline FIFO, oldest first */
+    size_t answered_count;         /* entries whose timeout callback ran, not yet acked */
+    int64_t stale_since_ms;        /* when answered_count last became non-zero */
 };
 
 static int64_t now_ms(void)
@@ -251,25 +265,56 @@ static size_t bucket_of(const natsMsg *m)
     return (size_t)((p >> 4) ^ (p >> 16)) % PENDING_BUCKETS;
 }
 
+static void fifo_unlink(struct cmn_js *js, struct pending *p)
+{
+    if (p->dprev != NULL)
+        p->dprev->dnext = p->dnext;
+    else
+        js->dhead = p->dnext;
+    if (p->dnext != NULL)
+        p->dnext->dprev = p->dprev;
+    else
+        js->dtail = p->dprev;
+    p->dprev = p->dnext = NULL;
+}
+
 static void pending_put(struct cmn_js *js, struct pending *p)
 {
     size_t b = bucket_of(p->msg);
     pthread_mutex_lock(&js->pmu);
     p->next = js->buckets[b];
     js->buckets[b] = p;
+    p->dnext = NULL;
+    p->dprev = js->dtail;
+    if (js->dtail != NULL)
+        js->dtail->dnext = p;
+    else
+        js->dhead = p;
+    js->dtail = p;
     pthread_mutex_unlock(&js->pmu);
+}
+
+/* Removes the entry of `m` from the hash and the FIFO; caller holds pmu. */
+static struct pending *pending_take_locked(struct cmn_js *js, const natsMsg *m)
+{
+    struct pending **pp = &js->buckets[bucket_of(m)];
+    while (*pp != NULL && (*pp)->msg != m)
+        pp = &(*pp)->next;
+    struct pending *p = *pp;
+    if (p == NULL)
+        return NULL;
+    *pp = p->next;
+    if (p->answered)
+        js->answered_count--;
+    else
+        fifo_unlink(js, p);
+    return p;
 }
 
 static struct pending *pending_take(struct cmn_js *js, const natsMsg *m)
 {
-    size_t b = bucket_of(m);
     pthread_mutex_lock(&js->pmu);
-    struct pending **pp = &js->buckets[b];
-    while (*pp != NULL && (*pp)->msg != m)
-        pp = &(*pp)->next;
-    struct pending *p = *pp;
-    if (p != NULL)
-        *pp = p->next;
+    struct pending *p = pending_take_locked(js, m);
     pthread_mutex_unlock(&js->pmu);
     return p;
 }
@@ -279,7 +324,7 @@ static void on_pub_ack(jsCtx *jsctx, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pa
     (void)jsctx;
     struct cmn_js *js = closure;
     struct pending *p = pending_take(js, msg);
-    if (p != NULL) {
+    if (p != NULL && !p->answered) {
         if (pa != NULL) {
             js->cfg.on_publish(p->token, CMN_OK, pa->Duplicate, "", js->cfg.closure);
         } else {
@@ -290,9 +335,126 @@ static void on_pub_ack(jsCtx *jsctx, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pa
                      pae && pae->ErrText ? ": " : "", pae && pae->ErrText ? pae->ErrText : "");
             js->cfg.on_publish(p->token, st, false, detail, js->cfg.closure);
         }
-        free(p);
     }
+    free(p);
     natsMsg_Destroy(msg);
+}
+
+/* --- publish deadlines (sweep thread) ------------------------------------
+ * Publishes carry no jsPubOptions.MaxWait: nats.c 3.4.1 keeps a timeout
+ * record per message until its deadline even after the ack (memory grows
+ * with rate x timeout) and then dispatches a synthetic timeout message for
+ * each one. Instead this thread answers expired entries with
+ * CMN_ERR_TIMEOUT itself; their late acks only free them. Acks that never
+ * come (lost with a connection) would hold nats.c's pending slots forever,
+ * so once answered entries stayed unacked for another timeout, the pending
+ * list is taken back from nats.c: answered messages are dropped, the others
+ * are published again (same Nats-Msg-Id: the stream de-duplicates). */
+
+#define SWEEP_TICK_MS 50
+#define SWEEP_BATCH 256
+
+static int64_t publish_timeout_ms(const struct cmn_js *js)
+{
+    return js->cfg.publish_timeout_ms > 0 ? js->cfg.publish_timeout_ms : 5000;
+}
+
+/* Answers every expired entry with CMN_ERR_TIMEOUT, exactly once. */
+static void sweep_expired(struct cmn_js *js)
+{
+    void *tokens[SWEEP_BATCH];
+    for (;;) {
+        int n = 0;
+        int64_t now = now_ms();
+        pthread_mutex_lock(&js->pmu);
+        while (n < SWEEP_BATCH && js->dhead != NULL && js->dhead->deadline_ms <= now) {
+            struct pending *p = js->dhead;
+            fifo_unlink(js, p);
+            p->answered = true;
+            if (js->answered_count++ == 0)
+                js->stale_since_ms = now;
+            tokens[n++] = p->token;
+        }
+        pthread_mutex_unlock(&js->pmu);
+        char detail[96];
+        snprintf(detail, sizeof(detail), "no publish ack within %" PRId64 " ms",
+                 publish_timeout_ms(js));
+        for (int i = 0; i < n; i++)
+            js->cfg.on_publish(tokens[i], CMN_ERR_TIMEOUT, false, detail, js->cfg.closure);
+        if (n < SWEEP_BATCH)
+            return;
+    }
+}
+
+/* Takes nats.c's pending list back when acks look lost (see above). */
+static void reclaim_lost(struct cmn_js *js)
+{
+    int64_t now = now_ms();
+    pthread_mutex_lock(&js->pmu);
+    bool due = js->answered_count > 0 && now - js->stale_since_ms >= publish_timeout_ms(js);
+    pthread_mutex_unlock(&js->pmu);
+    if (!due || js->jsctx == NULL)
+        return;
+    natsMsgList list = {0};
+    if (js_PublishAsyncGetPendingList(&list, js->jsctx) != NATS_OK)
+        list.Count = 0;
+    for (int i = 0; i < list.Count; i++) {
+        natsMsg *m = list.Msgs[i];
+        list.Msgs[i] = NULL;
+        pthread_mutex_lock(&js->pmu);
+        struct pending **pp = &js->buckets[bucket_of(m)];
+        while (*pp != NULL && (*pp)->msg != m)
+            pp = &(*pp)->next;
+        bool answered = *pp == NULL || (*pp)->answered;
+        struct pending *p = answered ? pending_take_locked(js, m) : NULL;
+        pthread_mutex_unlock(&js->pmu);
+        if (answered) {
+            free(p);
+            natsMsg_Destroy(m);
+            continue;
+        }
+        natsMsg *again = m;
+        natsStatus s = js_PublishMsgAsync(js->jsctx, &again, NULL);
+        if (s != NATS_OK) {
+            p = pending_take(js, m);
+            if (p != NULL) {
+                char detail[160];
+                snprintf(detail, sizeof(detail), "publish again after lost acks: %s",
+                         natsStatus_GetText(s));
+                js->cfg.on_publish(p->token, CMN_ERR_TIMEOUT, false, detail, js->cfg.closure);
+                free(p);
+            }
+            natsMsg_Destroy(again);
+        }
+    }
+    natsMsgList_Destroy(&list);
+    pthread_mutex_lock(&js->pmu);
+    js->stale_since_ms = now_ms();
+    pthread_mutex_unlock(&js->pmu);
+}
+
+static void *sweep_main(void *arg)
+{
+    struct cmn_js *js = arg;
+    pthread_mutex_lock(&js->mu);
+    while (!js->stop) {
+        struct timespec ts;
+        clock_gettime(CLOCK_MONOTONIC, &ts);
+        ts.tv_nsec += SWEEP_TICK_MS * 1000000L;
+        if (ts.tv_nsec >= 1000000000L) {
+            ts.tv_sec++;
+            ts.tv_nsec -= 1000000000L;
+        }
+        pthread_cond_timedwait(&js->sweep_cv, &js->mu, &ts);
+        if (js->stop || !js->opened)
+            continue;
+        pthread_mutex_unlock(&js->mu);
+        sweep_expired(js);
+        reclaim_lost(js);
+        pthread_mutex_lock(&js->mu);
+    }
+    pthread_mutex_unlock(&js->mu);
+    return NULL;
 }
 
 /* --- open / free -------------------------------------------------------- */
@@ -313,6 +475,11 @@ enum cmn_status cmn_js_open(const struct cmn_js_config *config, struct cmn_js **
     enum cmn_status st = CMN_OK;
     pthread_mutex_init(&js->mu, NULL);
     pthread_cond_init(&js->cv, NULL);
+    pthread_condattr_t ca;
+    pthread_condattr_init(&ca);
+    pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
+    pthread_cond_init(&js->sweep_cv, &ca);
+    pthread_condattr_destroy(&ca);
     pthread_mutex_init(&js->pmu, NULL);
     js->cfg = *config;
     js->url = dup_or_null(config->url);
@@ -383,6 +550,13 @@ enum cmn_status cmn_js_open(const struct cmn_js_config *config, struct cmn_js **
         st = nats_err(err, s, "JetStream context");
         goto out;
     }
+    if (config->on_publish != NULL) {
+        if (pthread_create(&js->sweep_thread, NULL, sweep_main, js) != 0) {
+            st = cmn_err_set(err, CMN_ERR_NOMEM, errno, "cannot start NATS publish sweep thread");
+            goto out;
+        }
+        js->sweep_started = true;
+    }
     pthread_mutex_lock(&js->mu);
     js->opened = true;
     pthread_cond_signal(&js->cv);
@@ -403,9 +577,12 @@ void cmn_js_free(struct cmn_js *js)
     pthread_mutex_lock(&js->mu);
     js->stop = true;
     pthread_cond_signal(&js->cv);
+    pthread_cond_signal(&js->sweep_cv);
     pthread_mutex_unlock(&js->mu);
     if (js->setup_started)
         pthread_join(js->setup_thread, NULL);
+    if (js->sweep_started)
+        pthread_join(js->sweep_thread, NULL);
     if (js->sub != NULL)
         natsSubscription_Destroy(js->sub);
     if (js->nc != NULL)
@@ -424,6 +601,7 @@ void cmn_js_free(struct cmn_js *js)
     pthread_mutex_destroy(&js->pmu);
     pthread_mutex_destroy(&js->mu);
     pthread_cond_destroy(&js->cv);
+    pthread_cond_destroy(&js->sweep_cv);
     free(js->url);
     free(js->client_name);
     free(js->stream);
@@ -493,13 +671,13 @@ enum cmn_status cmn_js_publish_async(struct cmn_js *js, const struct cmn_headers
     }
     p->msg = m;
     p->token = token;
-    /* Registered before publishing: the ack can arrive before the call returns. */
+    p->answered = false;
+    p->deadline_ms = now_ms() + publish_timeout_ms(js);
+    /* Registered before publishing: the ack can arrive before the call returns.
+     * No MaxWait: the sweep thread enforces the deadline (see above). */
     pending_put(js, p);
-    jsPubOptions po;
-    jsPubOptions_Init(&po);
-    po.MaxWait = js->cfg.publish_timeout_ms > 0 ? js->cfg.publish_timeout_ms : 5000;
     natsMsg *keep = m;
-    natsStatus s = js_PublishMsgAsync(js->jsctx, &m, &po);
+    natsStatus s = js_PublishMsgAsync(js->jsctx, &m, NULL);
     if (s != NATS_OK) {
         /* The library did not take the message: no callback will come. */
         struct pending *mine = pending_take(js, keep);

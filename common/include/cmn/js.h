@@ -32,11 +32,13 @@ enum cmn_js_event {
 typedef void (*cmn_js_event_cb)(enum cmn_js_event event, const char *detail, void *closure);
 
 /* Outcome of one asynchronous publish: runs exactly once per successful
- * cmn_js_publish_async call, on a nats.c thread. `status`: CMN_OK (stored;
- * `duplicate` true when the stream already had this Nats-Msg-Id),
- * CMN_ERR_TIMEOUT (no ack within publish_timeout_ms: the message may or may not
- * be stored), CMN_ERR_NATS (rejected, reason in `detail`). `token` is the
- * caller's pointer given to cmn_js_publish_async. */
+ * cmn_js_publish_async call, on a nats.c thread or on the wrapper's own
+ * deadline thread (timeouts), never on the caller's thread. `status`: CMN_OK
+ * (stored; `duplicate` true when the stream already had this Nats-Msg-Id),
+ * CMN_ERR_TIMEOUT (no ack within publish_timeout_ms, detected with ~50 ms
+ * granularity: the message may or may not be stored; a late ack is dropped),
+ * CMN_ERR_NATS (rejected, reason in `detail`). `token` is the caller's pointer
+ * given to cmn_js_publish_async. */
 typedef void (*cmn_js_publish_cb)(void *token, enum cmn_status status, bool duplicate,
                                   const char *detail, void *closure);
 
