@@ -66,7 +66,7 @@ static void count(struct gw_async *as, const char *fn_label, int code)
     if (as->config.metrics == NULL || fn_label == NULL || fn_label[0] == '\0')
         return;
     char labels[CMN_NAME_MAX * 2 + 64];
-    snprintf(labels, sizeof(labels), "%s,code=\"%d\"", fn_label, code);
+    gw_code_label(fn_label, code, labels, sizeof(labels));
     cmn_metrics_add(as->config.metrics, "gateway_async_requests_total", labels, 1);
 }
 
@@ -213,7 +213,7 @@ void gw_async_on_publish(void *token, enum cmn_status status, bool duplicate, co
     struct as_call *call = token;
     call->pub_status = status;
     call->pub_duplicate = duplicate;
-    snprintf(call->pub_detail, sizeof(call->pub_detail), "%s", detail != NULL ? detail : "");
+    gw_strlcpy(call->pub_detail, detail != NULL ? detail : "", sizeof(call->pub_detail));
     call->done_next = NULL;
     pthread_mutex_lock(&as->lock);
     bool wake = as->done_head == NULL;
@@ -348,7 +348,7 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
         goto out;
     }
     char fn_label[sizeof(call->fn_label)];
-    snprintf(fn_label, sizeof(fn_label), "function_name=\"%s.%s\"", fn.name, fn.ns);
+    gw_fn_label(fn.name, fn.ns, NULL, 0, fn_label, sizeof(fn_label));
     char url[URL_MAX];
     enum cmn_status st = cmn_resolver_lookup(as->config.resolver, &fn, url, sizeof(url), NULL);
     if (st != CMN_OK) {
@@ -367,7 +367,7 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
                           "invalid X-Call-Id: use 1 to 128 characters of [A-Za-z0-9._:-]");
             goto out;
         }
-        snprintf(call_id, sizeof(call_id), "%s", client_id);
+        gw_strlcpy(call_id, client_id, sizeof(call_id));
     } else {
         cmn_callid_new(call_id);
     }
@@ -403,7 +403,7 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
     memcpy(call->call_id, call_id, sizeof(call_id));
     memcpy(call->fn_label, fn_label, sizeof(fn_label));
     int64_t start_ns = gw_now_ns();
-    snprintf(call->start, sizeof(call->start), "%lld", (long long)start_ns);
+    gw_fmt_i64(call->start, start_ns);
     call->t0_ns = gw_mono_ns();
 
     memcpy(qc.call_id, call_id, sizeof(call_id));
@@ -417,29 +417,28 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
     if (qc.function != NULL && qc.method != NULL && qc.path != NULL && qc.query != NULL &&
         (callback == NULL || qc.callback_url != NULL))
         st = copy_request_headers(req, call, &qc.headers);
-    if (st == CMN_OK)
-        st = cmn_call_encode(&qc, &encoded, &err);
-    else
-        cmn_err_set(&err, st, 0, "out of memory");
     if (st != CMN_OK) {
-        if (st == CMN_ERR_INVALID) {
-            snprintf(text, sizeof(text), "invalid request: %s", err.msg);
-            count(as, fn_label, 400);
-            reply_early(req, 400, call_id, text);
-        } else {
-            reply_early(req, 503, call_id, "out of memory, call not queued");
-        }
+        reply_early(req, 503, call_id, "out of memory, call not queued");
         call_free(call);
         goto out;
     }
-
+    /* Encoded straight into the NATS message (no intermediate header list). */
     if (as->js == NULL) {
-        st = cmn_err_set(&err, CMN_ERR_UNAVAILABLE, 0, "no NATS handle");
+        st = cmn_call_encode(&qc, &encoded, &err); /* validation still answers 400 */
+        if (st == CMN_OK)
+            st = cmn_err_set(&err, CMN_ERR_UNAVAILABLE, 0, "no NATS handle");
     } else {
         const void *bytes = "";
         if (body_len > 0)
             bytes = evbuffer_pullup(body, -1);
-        st = cmn_js_publish_async(as->js, &encoded, bytes, body_len, call, &err);
+        st = cmn_js_publish_call_async(as->js, &qc, bytes, body_len, call, &err);
+    }
+    if (st == CMN_ERR_INVALID) {
+        snprintf(text, sizeof(text), "invalid request: %s", err.msg);
+        count(as, fn_label, 400);
+        reply_early(req, 400, call_id, text);
+        call_free(call);
+        goto out;
     }
     if (st != CMN_OK) {
         int code = st == CMN_ERR_TOO_LARGE ? 413 : 503;
@@ -449,6 +448,8 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
             snprintf(text, sizeof(text),
                      "request body too large (%zu bytes) for the NATS server, call not queued",
                      body_len);
+        else if (st == CMN_ERR_NOMEM)
+            snprintf(text, sizeof(text), "out of memory, call not queued");
         else
             snprintf(text, sizeof(text), "NATS error, call not queued");
         LOG_WARN(call_id, "publish to NATS failed (%s): %s", cmn_status_name(st), err.msg);

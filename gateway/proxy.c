@@ -484,7 +484,7 @@ static void record_metrics(struct px_call *call, int code)
     if (m == NULL || call->fn_label[0] == '\0' || code == 404)
         return;
     char labels[LABELS_MAX];
-    snprintf(labels, sizeof(labels), "%s,code=\"%d\"", call->fn_label, code);
+    gw_code_label(call->fn_label, code, labels, sizeof(labels));
     double seconds = (double)(gw_mono_ns() - call->t0_ns) / 1e9;
     cmn_metrics_add(m, "gateway_function_invocation_total", labels, 1);
     cmn_metrics_observe(m, "gateway_functions_seconds", labels, seconds);
@@ -700,7 +700,7 @@ static void call_send(struct px_call *call)
     if (body_len > 0 || call->method == EVHTTP_REQ_POST || call->method == EVHTTP_REQ_PUT ||
         call->method == EVHTTP_REQ_PATCH) {
         char len[24];
-        snprintf(len, sizeof(len), "%zu", body_len);
+        gw_fmt_i64(len, (int64_t)body_len);
         evhttp_add_header(out, "Content-Length", len);
     }
     evbuffer_add_buffer(evhttp_request_get_output_buffer(up_req), body);
@@ -790,20 +790,20 @@ void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
     call->req = req;
     call->method = evhttp_request_get_command(req);
     call->t0_ns = gw_mono_ns();
-    snprintf(call->fn_full, sizeof(call->fn_full), "%s.%s", fn.name, fn.ns);
-    snprintf(call->fn_label, sizeof(call->fn_label), "function_name=\"%s\"", call->fn_full);
+    gw_fn_label(fn.name, fn.ns, call->fn_full, sizeof(call->fn_full), call->fn_label,
+                sizeof(call->fn_label));
 
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     const char *id = evhttp_find_header(in, "X-Call-Id");
     if (id != NULL && cmn_callid_valid(id))
-        snprintf(call->call_id, sizeof(call->call_id), "%s", id);
+        gw_strlcpy(call->call_id, id, sizeof(call->call_id));
     else
         cmn_callid_new(call->call_id);
     const char *start = evhttp_find_header(in, "X-Start-Time");
     if (start != NULL && strlen(start) < sizeof(call->start) && cmn_header_value_safe(start, 23))
-        snprintf(call->start, sizeof(call->start), "%s", start);
+        gw_strlcpy(call->start, start, sizeof(call->start));
     else
-        snprintf(call->start, sizeof(call->start), "%lld", (long long)gw_now_ns());
+        gw_fmt_i64(call->start, gw_now_ns());
 
     struct upstream *up = upstream_get(px, url);
     if (up == NULL || up->broken) {

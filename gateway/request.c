@@ -149,3 +149,83 @@ void gw_set_nodelay(int fd)
     int one = 1;
     (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
 }
+
+size_t gw_fmt_i64(char *out, int64_t v)
+{
+    char tmp[GW_I64_TEXT_MAX];
+    size_t n = 0;
+    uint64_t u = v < 0 ? (uint64_t)0 - (uint64_t)v : (uint64_t)v;
+    do {
+        tmp[n++] = (char)('0' + u % 10);
+        u /= 10;
+    } while (u != 0);
+    size_t len = 0;
+    if (v < 0)
+        out[len++] = '-';
+    while (n > 0)
+        out[len++] = tmp[--n];
+    out[len] = '\0';
+    return len;
+}
+
+size_t gw_strlcpy(char *dst, const char *src, size_t size)
+{
+    size_t n = strlen(src);
+    if (n >= size)
+        n = size - 1;
+    memcpy(dst, src, n);
+    dst[n] = '\0';
+    return n;
+}
+
+void gw_fn_label(const char *name, const char *ns, char *full, size_t full_size, char *out,
+                 size_t size)
+{
+    static const char head[] = "function_name=\"";
+    size_t nl = strlen(name), sl = strlen(ns);
+    if (full != NULL) {
+        if (nl + 1 + sl < full_size) {
+            memcpy(full, name, nl);
+            full[nl] = '.';
+            memcpy(full + nl + 1, ns, sl + 1);
+        } else {
+            full[0] = '\0';
+        }
+    }
+    size_t need = sizeof(head) - 1 + nl + 1 + sl + 1;
+    if (need >= size) {
+        out[0] = '\0';
+        return;
+    }
+    char *p = out;
+    memcpy(p, head, sizeof(head) - 1);
+    p += sizeof(head) - 1;
+    memcpy(p, name, nl);
+    p += nl;
+    *p++ = '.';
+    memcpy(p, ns, sl);
+    p += sl;
+    *p++ = '"';
+    *p = '\0';
+}
+
+void gw_code_label(const char *fn_label, int code, char *out, size_t size)
+{
+    static const char mid[] = ",code=\"";
+    char num[GW_I64_TEXT_MAX];
+    size_t fl = strlen(fn_label), nl = gw_fmt_i64(num, code);
+    size_t need = fl + sizeof(mid) - 1 + nl + 2;
+    if (need > size) {
+        out[0] = '\0';
+        return;
+    }
+    char *p = out;
+    memcpy(p, fn_label, fl);
+    p += fl;
+    memcpy(p, mid, sizeof(mid) - 1);
+    p += sizeof(mid) - 1;
+    memcpy(p, num, nl);
+    p += nl;
+    *p++ = '"';
+    *p = '\0';
+}

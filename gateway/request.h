@@ -55,6 +55,26 @@ void gw_request_set_draining(void);
 /* Standard reason phrase for `code` ("Accepted"); never NULL. */
 const char *gw_reason(int code);
 
+/* Writes the decimal text of `v` and a NUL into `out` (at least
+ * GW_I64_TEXT_MAX bytes); returns the length without the NUL. printf-free:
+ * it runs several times per request. Any thread. */
+#define GW_I64_TEXT_MAX 21
+size_t gw_fmt_i64(char *out, int64_t v);
+
+/* Writes "function_name=\"<name>.<ns>\"" (the metrics label of a function)
+ * into `out` of `size` bytes, and "<name>.<ns>" into `full` of `full_size`
+ * bytes when `full` is not NULL; both truncated safely. Any thread. */
+void gw_fn_label(const char *name, const char *ns, char *full, size_t full_size, char *out,
+                 size_t size);
+
+/* Writes "<fn_label>,code=\"<code>\"" into `out` of `size` bytes ("" when it
+ * does not fit). Any thread. */
+void gw_code_label(const char *fn_label, int code, char *out, size_t size);
+
+/* Copies the NUL-terminated `src` into `dst` of `size` (> 0) bytes,
+ * truncating; returns the copied length. */
+size_t gw_strlcpy(char *dst, const char *src, size_t size);
+
 /* Sets TCP_NODELAY on socket `fd` (ignored when fd < 0 or not TCP). Loop
  * thread; never blocks. */
 void gw_set_nodelay(int fd);

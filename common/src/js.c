@@ -644,26 +644,9 @@ static enum cmn_status build_msg(natsMsg **out, const char *subject,
     return CMN_OK;
 }
 
-enum cmn_status cmn_js_publish_async(struct cmn_js *js, const struct cmn_headers *headers,
-                                     const void *body, size_t body_len, void *token,
-                                     struct cmn_err *err)
+/* Registers `m` (taken) with `token` and hands it to nats.c. */
+static enum cmn_status publish_msg(struct cmn_js *js, natsMsg *m, void *token, struct cmn_err *err)
 {
-    if (js->cfg.on_publish == NULL)
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "no publish callback configured");
-    if (!atomic_load(&js->ready))
-        return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "NATS is not connected");
-    size_t header_bytes = 16;
-    for (size_t i = 0; i < headers->count; i++)
-        header_bytes += strlen(headers->items[i].name) + strlen(headers->items[i].value) + 4;
-    int64_t max = atomic_load(&js->max_payload);
-    if (body_len > INT32_MAX || (max > 0 && (int64_t)(body_len + header_bytes) > max))
-        return cmn_err_set(err, CMN_ERR_TOO_LARGE, 0,
-                           "message of %zu bytes exceeds the NATS max payload %" PRId64 " bytes",
-                           body_len + header_bytes, max);
-    natsMsg *m = NULL;
-    enum cmn_status st = build_msg(&m, js->stream, headers, body, body_len, err);
-    if (st != CMN_OK)
-        return st;
     struct pending *p = malloc(sizeof(*p));
     if (p == NULL) {
         natsMsg_Destroy(m);
@@ -689,6 +672,79 @@ enum cmn_status cmn_js_publish_async(struct cmn_js *js, const struct cmn_headers
         return nats_err(err, s, "publish");
     }
     return CMN_OK;
+}
+
+static enum cmn_status publish_checks(struct cmn_js *js, size_t body_len, size_t header_bytes,
+                                      struct cmn_err *err)
+{
+    if (js->cfg.on_publish == NULL)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "no publish callback configured");
+    if (!atomic_load(&js->ready))
+        return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "NATS is not connected");
+    int64_t max = atomic_load(&js->max_payload);
+    if (body_len > INT32_MAX || (max > 0 && (int64_t)(body_len + header_bytes) > max))
+        return cmn_err_set(err, CMN_ERR_TOO_LARGE, 0,
+                           "message of %zu bytes exceeds the NATS max payload %" PRId64 " bytes",
+                           body_len + header_bytes, max);
+    return CMN_OK;
+}
+
+enum cmn_status cmn_js_publish_async(struct cmn_js *js, const struct cmn_headers *headers,
+                                     const void *body, size_t body_len, void *token,
+                                     struct cmn_err *err)
+{
+    size_t header_bytes = 16;
+    for (size_t i = 0; i < headers->count; i++)
+        header_bytes += strlen(headers->items[i].name) + strlen(headers->items[i].value) + 4;
+    enum cmn_status st = publish_checks(js, body_len, header_bytes, err);
+    if (st != CMN_OK)
+        return st;
+    natsMsg *m = NULL;
+    st = build_msg(&m, js->stream, headers, body, body_len, err);
+    if (st != CMN_OK)
+        return st;
+    return publish_msg(js, m, token, err);
+}
+
+struct msg_sink {
+    natsMsg *msg;
+    size_t bytes;
+    natsStatus status;
+};
+
+static enum cmn_status msg_sink_add(void *arg, const char *name, const char *value)
+{
+    struct msg_sink *ms = arg;
+    /* Empty values are not sent: see build_msg. */
+    if (value[0] == '\0')
+        return CMN_OK;
+    ms->bytes += strlen(name) + strlen(value) + 4;
+    ms->status = natsMsgHeader_Add(ms->msg, name, value);
+    if (ms->status == NATS_OK)
+        return CMN_OK;
+    return ms->status == NATS_NO_MEMORY ? CMN_ERR_NOMEM : CMN_ERR_NATS;
+}
+
+enum cmn_status cmn_js_publish_call_async(struct cmn_js *js, const struct cmn_call *call,
+                                          const void *body, size_t body_len, void *token,
+                                          struct cmn_err *err)
+{
+    /* Encoding errors (400 for the gateway) come before availability (503),
+     * as with cmn_call_encode + cmn_js_publish_async. */
+    if (body_len > INT32_MAX)
+        return publish_checks(js, body_len, 0, err);
+    struct msg_sink ms = {.msg = NULL, .bytes = 16, .status = NATS_OK};
+    natsStatus s = natsMsg_Create(&ms.msg, js->stream, NULL, body, (int)body_len);
+    if (s != NATS_OK)
+        return nats_err(err, s, "build message");
+    enum cmn_status st = cmn_call_encode_each(call, msg_sink_add, &ms, err);
+    if (st == CMN_OK)
+        st = publish_checks(js, body_len, ms.bytes, err);
+    if (st != CMN_OK) {
+        natsMsg_Destroy(ms.msg);
+        return st;
+    }
+    return publish_msg(js, ms.msg, token, err);
 }
 
 /* --- pull consumer ------------------------------------------------------ */

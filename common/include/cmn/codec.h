@@ -53,6 +53,18 @@ void cmn_call_free(struct cmn_call *call);
 enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers *out,
                                 struct cmn_err *err);
 
+/* Receives one encoded header (`name` and `value` borrowed for the call);
+ * returns CMN_OK or an error (e.g. CMN_ERR_NOMEM) that stops the encoding. */
+typedef enum cmn_status (*cmn_header_sink)(void *arg, const char *name, const char *value);
+
+/* Same encoding as cmn_call_encode, but hands each header to `sink` (with
+ * `arg`) instead of building a list: no copies (the JetStream wrapper writes
+ * them straight into the NATS message). On error the sink may already have
+ * received some headers; the caller discards what it built. Errors:
+ * CMN_ERR_INVALID as cmn_call_encode, or the sink's status. Pure, any thread. */
+enum cmn_status cmn_call_encode_each(const struct cmn_call *call, cmn_header_sink sink, void *arg,
+                                     struct cmn_err *err);
+
 /* Decodes message headers `in` (borrowed) into `call` (must be initialised and
  * empty; filled only on success). Requires Faas-Version 1, Nats-Msg-Id,
  * Faas-Function, Faas-Method, Faas-Start-Time; Faas-Path/Faas-Query default to "".

@@ -92,6 +92,14 @@ enum cmn_status cmn_js_publish_async(struct cmn_js *js, const struct cmn_headers
                                      const void *body, size_t body_len, void *token,
                                      struct cmn_err *err);
 
+/* Same as cmn_js_publish_async, but encodes `call` (borrowed; wire format
+ * of cmn/codec.h) straight into the NATS message, without an intermediate
+ * header list. Additional error: CMN_ERR_INVALID when the call cannot be
+ * encoded (see cmn_call_encode). Same threads, blocking and callback rule. */
+enum cmn_status cmn_js_publish_call_async(struct cmn_js *js, const struct cmn_call *call,
+                                          const void *body, size_t body_len, void *token,
+                                          struct cmn_err *err);
+
 /* Fetches up to `batch` messages from the durable consumer, waiting at most
  * `wait_ms` for the first one. Writes up to `batch` new handles to `msgs` and
  * their number to `*count` (0 on timeout, which returns CMN_OK). Each message
