@@ -3,7 +3,7 @@
 # Used by the README's two commands, by .ci/run and by deploy/docker/Dockerfile.
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libnats-dev nats-server libevent-dev
-      libcurl4-openssl-dev libjansson-dev uuid-dev figlet curl
+      libcurl4-openssl-dev libjansson-dev uuid-dev figlet curl clang-format
       python3-pytest python3-requests wrk)
 missing=()
 for p in "${pkgs[@]}"; do

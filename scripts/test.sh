@@ -1,13 +1,26 @@
 #!/usr/bin/env bash
-# Installs what is missing, builds, and runs every test: unit (ctest), end to
-# end (pytest, real nats-server and binaries), deployment checks, and a
-# 10-second smoke of the benchmark harness. Extra args go to pytest.
+# Installs what is missing, builds, and runs every test: style check, unit tests
+# (also under AddressSanitizer + UBSan), end to end (pytest against a real
+# nats-server -js and the real binaries), deployment checks, and a short smoke of
+# the benchmark harness. Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh
 ./scripts/build.sh
+
+echo "== style: clang-format"
+clang-format --dry-run --Werror $(git ls-files '*.c' '*.h')
+
+echo "== unit tests"
 (cd build && ctest -L unit --output-on-failure)
+
+echo "== unit tests under address,undefined sanitizers"
+cmake -S . -B build-asan -DCMAKE_BUILD_TYPE=Debug -DCFAAS_SANITIZE=address,undefined >/dev/null
+cmake --build build-asan -j"$(nproc)" >/dev/null
+(cd build-asan && UBSAN_OPTIONS=halt_on_error=1 ctest -L unit --output-on-failure)
+
+echo "== end-to-end and deployment tests"
 /usr/bin/python3 -m pytest -q -p no:cacheprovider tests/e2e tests/deploy "$@"
-if [ -x tests/bench/run.sh ]; then
-  tests/bench/run.sh --smoke
-fi
+
+echo "== benchmark harness smoke"
+tests/bench/run.sh --smoke

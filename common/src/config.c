@@ -14,7 +14,7 @@
 #include "cmn/log.h"
 
 static const char *const type_names[] = {
-    [CMN_CFG_STRING] = "string", [CMN_CFG_INT] = "integer", [CMN_CFG_BOOL] = "bool",
+    [CMN_CFG_STRING] = "string",     [CMN_CFG_INT] = "integer",       [CMN_CFG_BOOL] = "bool",
     [CMN_CFG_DURATION] = "duration", [CMN_CFG_CODES] = "status list",
 };
 
@@ -94,17 +94,16 @@ static enum cmn_status load_one(const struct cmn_config_entry *e, const char *va
             return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: \"%s\" is not an integer", e->name,
                                value);
         if (e->min <= e->max && (v < e->min || v > e->max))
-            return cmn_err_set(err, CMN_ERR_INVALID, 0,
-                               "%s: %lld is outside %" PRId64 "..%" PRId64, e->name, v, e->min,
-                               e->max);
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: %lld is outside %" PRId64 "..%" PRId64,
+                               e->name, v, e->min, e->max);
         *(int64_t *)(void *)field = v;
         return CMN_OK;
     }
     case CMN_CFG_BOOL: {
         bool b = false;
         if (value != NULL && parse_bool(value, &b) != CMN_OK)
-            return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: \"%s\" is not true or false",
-                               e->name, value);
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: \"%s\" is not true or false", e->name,
+                               value);
         *(bool *)(void *)field = b;
         return CMN_OK;
     }

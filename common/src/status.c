@@ -27,8 +27,8 @@ const char *cmn_status_name(enum cmn_status status)
     return status_names[status];
 }
 
-enum cmn_status cmn_err_set(struct cmn_err *err, enum cmn_status status, int code,
-                            const char *fmt, ...)
+enum cmn_status cmn_err_set(struct cmn_err *err, enum cmn_status status, int code, const char *fmt,
+                            ...)
 {
     if (err == NULL)
         return status;

@@ -31,12 +31,12 @@
  * borrowed from whoever holds the message and is not part of the struct. */
 struct cmn_call {
     char call_id[CMN_CALLID_MAX];
-    char *function;     /* "name" or "name.namespace" as submitted */
-    char *method;       /* "POST" */
-    char *path;         /* "" , "/", "/a/b" */
-    char *query;        /* raw, without '?', may be "" */
-    char *callback_url; /* NULL when none */
-    int64_t start_ns;   /* submission time, ns since the Unix epoch */
+    char *function;             /* "name" or "name.namespace" as submitted */
+    char *method;               /* "POST" */
+    char *path;                 /* "" , "/", "/a/b" */
+    char *query;                /* raw, without '?', may be "" */
+    char *callback_url;         /* NULL when none */
+    int64_t start_ns;           /* submission time, ns since the Unix epoch */
     struct cmn_headers headers; /* the request headers to replay (no Faas-/Nats-, no hop-by-hop) */
 };
 

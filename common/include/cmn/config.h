@@ -27,7 +27,7 @@ struct cmn_config_codes {
 };
 
 struct cmn_config_entry {
-    const char *name;          /* environment variable name, lower_snake */
+    const char *name; /* environment variable name, lower_snake */
     enum cmn_config_type type;
     const char *default_value; /* textual default, parsed like an env value; NULL = unset */
     int64_t min, max;          /* range for INT and DURATION (ms); ignored if min > max */

@@ -53,11 +53,11 @@ struct cmn_js_config {
     int64_t ack_wait_ms;            /* consumer AckWait, when durable is set */
     int max_reconnect;              /* -1 = forever */
     int64_t reconnect_wait_ms;
-    int64_t publish_timeout_ms;     /* ack deadline of async publishes */
-    int max_pending_publishes;      /* async publishes awaiting acks before refusal */
-    cmn_js_event_cb on_event;       /* may be NULL */
-    cmn_js_publish_cb on_publish;   /* required to use cmn_js_publish_async */
-    void *closure;                  /* passed to both callbacks */
+    int64_t publish_timeout_ms;   /* ack deadline of async publishes */
+    int max_pending_publishes;    /* async publishes awaiting acks before refusal */
+    cmn_js_event_cb on_event;     /* may be NULL */
+    cmn_js_publish_cb on_publish; /* required to use cmn_js_publish_async */
+    void *closure;                /* passed to both callbacks */
 };
 
 /* Creates the handle and starts connecting. Does not wait for the server:
@@ -129,8 +129,7 @@ uint64_t cmn_js_msg_seq(const struct cmn_js_msg *msg);
  * Return CMN_OK or CMN_ERR_NATS (e.g. connection closed). */
 enum cmn_status cmn_js_msg_ack(struct cmn_js_msg *msg, struct cmn_err *err);
 enum cmn_status cmn_js_msg_in_progress(struct cmn_js_msg *msg, struct cmn_err *err);
-enum cmn_status cmn_js_msg_nak_delay(struct cmn_js_msg *msg, int64_t delay_ms,
-                                     struct cmn_err *err);
+enum cmn_status cmn_js_msg_nak_delay(struct cmn_js_msg *msg, int64_t delay_ms, struct cmn_err *err);
 enum cmn_status cmn_js_msg_term(struct cmn_js_msg *msg, struct cmn_err *err);
 
 /* Copies `msg` (all headers and body) to the dead-letter stream with

@@ -26,8 +26,7 @@ void cmn_metrics_declare(struct cmn_metrics *m, const char *name, enum cmn_metri
  * copied the first time the series is seen. Unknown names are ignored. */
 void cmn_metrics_add(struct cmn_metrics *m, const char *name, const char *labels, double value);
 void cmn_metrics_set(struct cmn_metrics *m, const char *name, const char *labels, double value);
-void cmn_metrics_observe(struct cmn_metrics *m, const char *name, const char *labels,
-                         double value);
+void cmn_metrics_observe(struct cmn_metrics *m, const char *name, const char *labels, double value);
 
 /* Renders every series; returns a new NUL-terminated string (caller frees) and
  * its length in `*len` (NULL allowed), or NULL on allocation failure. */

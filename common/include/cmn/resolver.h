@@ -38,8 +38,8 @@ enum cmn_status cmn_resolver_reload(struct cmn_resolver *r, struct cmn_err *err)
 /* Writes the base URL of `fn` (no trailing '/') into `url` (`size` bytes).
  * CMN_ERR_NOT_FOUND when static mode does not list it; CMN_ERR_TOO_LARGE when
  * `url` is too small. */
-enum cmn_status cmn_resolver_lookup(struct cmn_resolver *r, const struct cmn_fn_name *fn,
-                                    char *url, size_t size, struct cmn_err *err);
+enum cmn_status cmn_resolver_lookup(struct cmn_resolver *r, const struct cmn_fn_name *fn, char *url,
+                                    size_t size, struct cmn_err *err);
 
 /* OpenFaaS FunctionStatus JSON (faas-provider types/function_status.go):
  * list = array of functions in namespace `ns` (NULL = all); one = object or

@@ -36,8 +36,8 @@ const char *cmn_status_name(enum cmn_status status);
 /* Fills `err` (NULL allowed: then nothing happens) and returns `status`, so a
  * failing path can write `return cmn_err_set(err, CMN_ERR_IO, errno, "open %s", p);`.
  * The message is truncated to fit. Any thread, never blocks. */
-enum cmn_status cmn_err_set(struct cmn_err *err, enum cmn_status status, int code,
-                            const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+enum cmn_status cmn_err_set(struct cmn_err *err, enum cmn_status status, int code, const char *fmt,
+                            ...) __attribute__((format(printf, 4, 5)));
 
 /* Clears `err` to CMN_OK with an empty message. NULL allowed. */
 void cmn_err_clear(struct cmn_err *err);
