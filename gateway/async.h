@@ -45,7 +45,8 @@ enum cmn_status gw_async_new(const struct gw_async_config *config, struct gw_asy
  * closure = this module). Loop thread, before the first request. */
 void gw_async_set_js(struct gw_async *as, struct cmn_js *js);
 
-/* cmn_js_publish_cb: runs on a nats.c thread. Queues the outcome for `token`
+/* cmn_js_publish_cb: runs on a nats.c thread (or cmn_js's deadline thread for
+ * timeouts), never on the loop thread. Queues the outcome for `token`
  * (a pending call) and wakes the loop. Never blocks beyond a short mutex. */
 void gw_async_on_publish(void *token, enum cmn_status status, bool duplicate, const char *detail,
                          void *closure);

@@ -51,8 +51,8 @@ static enum cmn_status encode_into(const struct cmn_call *call, cmn_header_sink 
     /* Digits by hand: printf showed in per-request profiles. */
     char start[32], rev[24];
     size_t n = 0, len = 0;
-    uint64_t u = call->start_ns < 0 ? (uint64_t)0 - (uint64_t)call->start_ns
-                                    : (uint64_t)call->start_ns;
+    uint64_t u =
+        call->start_ns < 0 ? (uint64_t)0 - (uint64_t)call->start_ns : (uint64_t)call->start_ns;
     do {
         rev[n++] = (char)('0' + u % 10);
         u /= 10;

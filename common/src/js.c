@@ -25,9 +25,9 @@
 struct pending {
     natsMsg *msg;
     void *token;
-    struct pending *next;         /* hash chain */
+    struct pending *next;          /* hash chain */
     struct pending *dprev, *dnext; /* deadline FIFO */
-    int64_t deadline_ms;          /* monotonic */
+    int64_t deadline_ms;           /* monotonic */
     bool answered;
 };
 
@@ -46,7 +46,7 @@ struct cmn_js {
     bool sweep_started;
     pthread_mutex_t mu;
     pthread_cond_t cv;
-    pthread_cond_t sweep_cv; /* CLOCK_MONOTONIC; signalled on stop */
+    pthread_cond_t sweep_cv;       /* CLOCK_MONOTONIC; signalled on stop */
     bool stop, need_setup, opened; /* opened: nc and jsctx exist */
 
     atomic_bool ready;
@@ -502,9 +502,8 @@ enum cmn_status cmn_js_open(const struct cmn_js_config *config, struct cmn_js **
     if (s == NATS_OK)
         s = natsOptions_SetMaxReconnect(js->opts, config->max_reconnect);
     if (s == NATS_OK)
-        s = natsOptions_SetReconnectWait(js->opts,
-                                         config->reconnect_wait_ms > 0 ? config->reconnect_wait_ms
-                                                                       : 2000);
+        s = natsOptions_SetReconnectWait(
+            js->opts, config->reconnect_wait_ms > 0 ? config->reconnect_wait_ms : 2000);
     if (s == NATS_OK)
         s = natsOptions_SetTimeout(js->opts, 2000);
     if (s == NATS_OK)
@@ -538,8 +537,8 @@ enum cmn_status cmn_js_open(const struct cmn_js_config *config, struct cmn_js **
     jsOptions jo;
     jsOptions_Init(&jo);
     jo.Wait = config->publish_timeout_ms > 0 ? config->publish_timeout_ms : 5000;
-    jo.PublishAsync.MaxPending = config->max_pending_publishes > 0 ? config->max_pending_publishes
-                                                                  : 4096;
+    jo.PublishAsync.MaxPending =
+        config->max_pending_publishes > 0 ? config->max_pending_publishes : 4096;
     jo.PublishAsync.StallWait = 1;
     if (config->on_publish != NULL) {
         jo.PublishAsync.AckHandler = on_pub_ack;
@@ -893,11 +892,10 @@ enum cmn_status cmn_js_msg_in_progress(struct cmn_js_msg *msg, struct cmn_err *e
     return s == NATS_OK ? CMN_OK : nats_err(err, s, "in-progress ack");
 }
 
-enum cmn_status cmn_js_msg_nak_delay(struct cmn_js_msg *msg, int64_t delay_ms,
-                                     struct cmn_err *err)
+enum cmn_status cmn_js_msg_nak_delay(struct cmn_js_msg *msg, int64_t delay_ms, struct cmn_err *err)
 {
-    natsStatus s = delay_ms > 0 ? natsMsg_NakWithDelay(raw(msg), delay_ms, NULL)
-                                : natsMsg_Nak(raw(msg), NULL);
+    natsStatus s =
+        delay_ms > 0 ? natsMsg_NakWithDelay(raw(msg), delay_ms, NULL) : natsMsg_Nak(raw(msg), NULL);
     return s == NATS_OK ? CMN_OK : nats_err(err, s, "nak");
 }
 
