@@ -85,8 +85,8 @@ void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fm
     if (!log_json) {
         int len;
         if (call_id != NULL && call_id[0] != '\0')
-            len = snprintf(line, sizeof(line), "%s %s [%s] %s\n", stamp, level_text[level],
-                           call_id, msg);
+            len = snprintf(line, sizeof(line), "%s %s [%s] %s\n", stamp, level_text[level], call_id,
+                           msg);
         else
             len = snprintf(line, sizeof(line), "%s %s %s\n", stamp, level_text[level], msg);
         if (len < 0)
