@@ -11,10 +11,13 @@
 #include <event2/dns.h>
 #include <event2/event.h>
 #include <event2/http.h>
+#include <event2/keyvalq_struct.h>
 #include <event2/thread.h>
 
 #include "cmn/config.h"
+#include "cmn/headers.h"
 #include "cmn/js.h"
+#include "cmn/listener.h"
 #include "cmn/log.h"
 #include "cmn/metrics.h"
 #include "cmn/resolver.h"
@@ -76,7 +79,7 @@ static const struct cmn_config_entry config_table[] = {
      OFF(direct_functions_suffix), false, "DNS suffix used when direct_functions=true"},
     {"function_namespace", CMN_CFG_STRING, "openfaas-fn", NO_RANGE, OFF(function_namespace), false,
      "namespace of function names without a dot"},
-    {"max_body_bytes", CMN_CFG_INT, "1000000", 0, 64 * MIB, OFF(max_body_bytes), false,
+    {"max_body_bytes", CMN_CFG_INT, "983040", 0, 64 * MIB, OFF(max_body_bytes), false,
      "largest async request body (bytes); larger gets 413"},
     {"max_sync_body_bytes", CMN_CFG_INT, "67108864", 0, 1024 * MIB, OFF(max_sync_body_bytes), false,
      "largest sync request body (bytes); larger gets 413"},
@@ -138,6 +141,16 @@ static void route(struct evhttp_request *req, void *arg)
     if (!gw_target_split(req, &target)) {
         gw_reply_text(req, 404, "404 page not found");
         return;
+    }
+    /* A header name that is not an HTTP token could split or merge header
+     * lines on the way to a function (request smuggling): refuse it here,
+     * for every route. */
+    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
+        if (!cmn_header_name_valid(h->key)) {
+            gw_reply_text(req, 400, "invalid header name");
+            return;
+        }
     }
     const char *p = target.path;
     if (has_prefix(p, "/function/")) {
@@ -337,6 +350,7 @@ int main(int argc, char **argv)
     }
 
     signal(SIGPIPE, SIG_IGN);
+    cmn_listener_raise_fd_limit();
     if (evthread_use_pthreads() != 0) {
         LOG_ERROR(NULL, "libevent: no pthreads support");
         goto out;
@@ -435,6 +449,7 @@ int main(int argc, char **argv)
     /* Linux passes TCP_NODELAY from the listener to accepted sockets: without
      * it a response written in two pieces waits for the client's delayed ACK. */
     gw_set_nodelay(evhttp_bound_socket_get_fd(gw.listener));
+    cmn_listener_guard(gw.base, gw.listener);
     if (gw.cfg.metrics_port != 0) {
         gw.metrics_http = http_new(&gw, 4096);
         if (gw.metrics_http == NULL ||

@@ -630,8 +630,12 @@ static void up_done_cb(struct evhttp_request *up_req, void *arg)
 {
     struct px_call *call = arg;
     int code = up_req != NULL ? evhttp_request_get_response_code(up_req) : 0;
+    /* A 1xx (e.g. 101 Switching Protocols) or out-of-range status is not a
+     * final HTTP response this proxy can relay: 502, and the connection,
+     * whose state is unknown, is not reused. */
+    bool relayable = code >= 200 && code <= 599;
     call->up_req = NULL;
-    if (code != 0)
+    if (relayable)
         pool_put(call->px, call->up, call->conn, call->conn_gen);
     else
         graveyard_add(call->px, call->conn);
@@ -642,10 +646,15 @@ static void up_done_cb(struct evhttp_request *up_req, void *arg)
         call->early_done = true;
         return;
     }
-    if (code == 0)
+    if (code == 0) {
         call_failed(call);
-    else
+    } else if (!relayable) {
+        LOG_WARN(call->call_id, "upstream %s%s answered status %d as a final response",
+                 call->up->base_url, call->uri, code);
+        call_finish(call, 502);
+    } else {
         call_relay(call, up_req);
+    }
 }
 
 static bool skip_request_header(const char *name)

@@ -132,7 +132,9 @@ void gw_reply_text(struct evhttp_request *req, int code, const char *text)
     struct evbuffer *body = evhttp_request_get_output_buffer(req);
     if (text != NULL && text[0] != '\0') {
         evhttp_add_header(out, "Content-Type", "text/plain; charset=utf-8");
-        evbuffer_add(body, text, strlen(text));
+        /* A HEAD reply carries the headers only (RFC 9110 §9.3.2). */
+        if (evhttp_request_get_command(req) != EVHTTP_REQ_HEAD)
+            evbuffer_add(body, text, strlen(text));
     }
     gw_reply(req, code, NULL, NULL);
 }

@@ -67,7 +67,7 @@ static const struct cmn_config_entry table[] = {
      "NATS reconnect attempts before the worker exits non-zero (-1 = forever)"},
     {"faas_reconnect_delay", CMN_CFG_DURATION, "2s", 10, 3600 * SEC, F(faas_reconnect_delay_ms),
      false, "wait between NATS reconnect attempts"},
-    {"max_body_bytes", CMN_CFG_INT, "1000000", 1, 64LL * 1024 * 1024, F(max_body_bytes), false,
+    {"max_body_bytes", CMN_CFG_INT, "983040", 1, 64LL * 1024 * 1024, F(max_body_bytes), false,
      "request body limit; the stream is created with MaxMsgSize = this + 64 KiB"},
     {"write_debug", CMN_CFG_BOOL, "false", 0, -1, F(write_debug), false,
      "log function response bodies"},

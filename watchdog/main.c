@@ -13,6 +13,7 @@
 #include <event2/event.h>
 #include "cmn/config.h"
 #include "cmn/duration.h"
+#include "cmn/listener.h"
 #include "cmn/log.h"
 #include "config.h"
 #include "proc.h"
@@ -128,6 +129,7 @@ int main(int argc, char **argv)
         return code;
     /* Load, then set up the logger, then log the effective config, so that the
      * config line already honours log_format. */
+    cmn_listener_raise_fd_limit();
     if (cmn_config_load(wd_config_table, wd_config_count, &cfg, &err) != CMN_OK) {
         fprintf(stderr, "config: %s\n", err.msg);
         rc = 2;

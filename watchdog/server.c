@@ -20,6 +20,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include "cmn/duration.h"
+#include "cmn/listener.h"
 #include "cmn/log.h"
 #include "proc.h"
 
@@ -621,6 +622,7 @@ enum cmn_status wd_server_new(struct event_base *base, const struct wd_config *c
                          cfg->bind_address, cfg->port, strerror(e));
         goto out;
     }
+    cmn_listener_guard(base, srv->bound);
     *out = srv;
     srv = NULL;
 

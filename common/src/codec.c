@@ -35,6 +35,8 @@ void cmn_call_free(struct cmn_call *call)
 static enum cmn_status add_checked(cmn_header_sink sink, void *arg, const char *name,
                                    const char *value, struct cmn_err *err)
 {
+    if (!cmn_header_name_valid(name))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "invalid header name \"%.64s\"", name);
     if (!cmn_header_value_safe(value, VALUE_MAX))
         return cmn_err_set(err, CMN_ERR_INVALID, 0, "header %s holds CR/LF or is too long", name);
     enum cmn_status st = sink(arg, name, value);
@@ -199,6 +201,11 @@ enum cmn_status cmn_call_decode(const struct cmn_headers *in, struct cmn_call *c
         const struct cmn_header *h = &in->items[i];
         if (cmn_header_is_reserved(h->name) || cmn_header_is_hop_by_hop(h->name))
             continue;
+        if (!cmn_header_name_valid(h->name) || !cmn_header_value_safe(h->value, VALUE_MAX)) {
+            /* Replaying it would let a raw publisher split headers on the next hop. */
+            st = cmn_err_set(err, CMN_ERR_INVALID, 0, "invalid request header \"%.64s\"", h->name);
+            goto out;
+        }
         if (cmn_headers_add(&c.headers, h->name, h->value) != CMN_OK) {
             st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
             goto out;

@@ -115,3 +115,16 @@ bool cmn_header_value_safe(const char *s, size_t max)
     size_t n = strcspn(s, "\r\n");
     return s[n] == '\0' && n <= max;
 }
+
+bool cmn_header_name_valid(const char *name)
+{
+    size_t i = 0;
+    for (; name[i] != '\0'; i++) {
+        unsigned char c = (unsigned char)name[i];
+        bool ok = (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
+                  (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
+        if (!ok || i >= 256)
+            return false;
+    }
+    return i > 0;
+}

@@ -46,6 +46,11 @@ bool cmn_header_is_hop_by_hop(const char *name);
  * a client may never set (DESIGN.md §3). */
 bool cmn_header_is_reserved(const char *name);
 
+/* True when `name` is a non-empty HTTP field name: an RFC 9110 token
+ * (letters, digits and !#$%&'*+-.^_`|~), at most 256 bytes. Anything else
+ * could split or merge header lines on the next hop. */
+bool cmn_header_name_valid(const char *name);
+
 /* True when `s` holds no CR, LF or NUL and is at most `max` bytes: safe to put
  * in an HTTP or NATS header. */
 bool cmn_header_value_safe(const char *s, size_t max);
