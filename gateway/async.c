@@ -446,7 +446,8 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
             snprintf(text, sizeof(text), "NATS unavailable, call not queued");
         else if (st == CMN_ERR_TOO_LARGE)
             snprintf(text, sizeof(text),
-                     "request body too large (%zu bytes) for the NATS server, call not queued",
+                     "request too large for the NATS server (body %zu bytes plus headers), "
+                     "call not queued",
                      body_len);
         else if (st == CMN_ERR_NOMEM)
             snprintf(text, sizeof(text), "out of memory, call not queued");

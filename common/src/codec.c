@@ -81,6 +81,16 @@ static enum cmn_status encode_into(const struct cmn_call *call, cmn_header_sink 
     if (call->callback_url != NULL &&
         (st = add_checked(sink, arg, CMN_HDR_CALLBACK, call->callback_url, err)) != CMN_OK)
         return st;
+    /* NATS refuses a header block over 64 KiB; say so as a client error
+     * instead of failing later as a broker error. */
+    size_t block = 0;
+    for (size_t i = 0; i < call->headers.count; i++)
+        block += strlen(call->headers.items[i].name) + strlen(call->headers.items[i].value) + 4;
+    if (block > CMN_HEADERS_MAX_BYTES)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "request headers take %zu bytes, more than the %d bytes a queued "
+                           "call can carry",
+                           block, CMN_HEADERS_MAX_BYTES);
     for (size_t i = 0; i < call->headers.count; i++) {
         const struct cmn_header *h = &call->headers.items[i];
         if (cmn_header_is_reserved(h->name) || cmn_header_is_hop_by_hop(h->name))

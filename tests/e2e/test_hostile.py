@@ -180,3 +180,13 @@ def test_descriptor_exhaustion_pauses_accepting_without_log_flood(tmp_path):
     finally:
         p.terminate()
         p.wait(timeout=15)
+
+
+def test_too_many_request_headers_is_a_client_error_not_503(stack):
+    stack.start(workers=0)
+    seq0 = stack.stream_last_seq()
+    headers = {"X-Pad-%04d" % i: "v" * 20 for i in range(3000)}  # ~90 KB of headers
+    r = stack.async_call("echo", body=b"x", headers=headers)
+    assert r.status_code == 400, (r.status_code, r.text)
+    assert "headers" in r.text
+    assert stack.stream_last_seq() == seq0

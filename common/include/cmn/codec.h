@@ -14,6 +14,11 @@
 
 #define CMN_WIRE_VERSION "1"
 
+/* Largest total of request header bytes (name + value + 4 per header) a queued
+ * call carries; NATS limits a message's header block to 64 KiB and the
+ * metadata needs room too. */
+#define CMN_HEADERS_MAX_BYTES 60000
+
 #define CMN_HDR_MSG_ID "Nats-Msg-Id"
 #define CMN_HDR_VERSION "Faas-Version"
 #define CMN_HDR_FUNCTION "Faas-Function"
@@ -49,7 +54,9 @@ void cmn_call_free(struct cmn_call *call);
 /* Encodes `call` (borrowed) into `out` (appended to; caller owns the list):
  * metadata headers first, then the request headers, skipping reserved
  * (Faas-/Nats-) and hop-by-hop names. Returns CMN_ERR_INVALID if a required
- * field is missing or a value holds CR/LF, CMN_ERR_NOMEM. Pure, any thread. */
+ * field is missing, a header name is not an HTTP token, a value holds CR/LF,
+ * or the request headers exceed CMN_HEADERS_MAX_BYTES; CMN_ERR_NOMEM.
+ * Pure, any thread. */
 enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers *out,
                                 struct cmn_err *err);
 
