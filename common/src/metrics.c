@@ -44,15 +44,6 @@ struct cmn_metrics {
     struct series *hash[HASH_SIZE];
 };
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL)
-        memcpy(p, s, n);
-    return p;
-}
-
 static uint32_t hash_key(const char *name, const char *labels)
 {
     uint32_t h = 2166136261u; /* FNV-1a */
@@ -120,8 +111,8 @@ void cmn_metrics_declare(struct cmn_metrics *m, const char *name, enum cmn_metri
     mt = calloc(1, sizeof *mt);
     if (mt == NULL)
         goto out;
-    mt->name = dup_str(name);
-    mt->help = dup_str(help != NULL ? help : "");
+    mt->name = strdup(name);
+    mt->help = strdup(help != NULL ? help : "");
     if (mt->name == NULL || mt->help == NULL) {
         free(mt->name);
         free(mt->help);
@@ -158,7 +149,7 @@ static struct series *get_series(struct cmn_metrics *m, const char *name, const 
     s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
-    s->labels = dup_str(labels);
+    s->labels = strdup(labels);
     if (s->labels == NULL) {
         free(s);
         return NULL;

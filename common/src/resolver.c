@@ -62,15 +62,6 @@ static int entry_cmp(const void *a, const void *b)
     return c != 0 ? c : strcmp(x->name, y->name);
 }
 
-static char *dup_str(const char *s)
-{
-    size_t n = strlen(s) + 1;
-    char *p = malloc(n);
-    if (p != NULL)
-        memcpy(p, s, n);
-    return p;
-}
-
 static enum cmn_status io_error(struct cmn_err *err, const char *path, int e)
 {
     char why[128] = "";
@@ -371,7 +362,7 @@ enum cmn_status cmn_resolver_new(const struct cmn_resolver_config *config,
             goto out;
         }
         r->mode = CMN_RESOLVER_DNS;
-        r->suffix = dup_str(suffix);
+        r->suffix = strdup(suffix);
         if (r->suffix == NULL) {
             st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
             goto out;
@@ -382,7 +373,7 @@ enum cmn_status cmn_resolver_new(const struct cmn_resolver_config *config,
             r->suffix[--n] = '\0';
     } else {
         r->mode = CMN_RESOLVER_STATIC;
-        r->file = dup_str(config->functions_file);
+        r->file = strdup(config->functions_file);
         if (r->file == NULL) {
             st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
             goto out;
