@@ -723,8 +723,13 @@ static void call_send(struct px_call *call)
     call->sending = true;
     int rc = evhttp_make_request(call->conn, up_req, call->method, call->uri);
     call->sending = false;
+    if (call->early_done) { /* up_done_cb ran inside make_request: conn is gone */
+        call_failed(call);
+        return;
+    }
     /* The socket exists once the connect has started; idempotent on reuse. */
-    gw_set_nodelay(bufferevent_getfd(evhttp_connection_get_bufferevent(call->conn)));
+    if (call->conn != NULL)
+        gw_set_nodelay(bufferevent_getfd(evhttp_connection_get_bufferevent(call->conn)));
     if (call->early_done) {
         call_failed(call);
         return;

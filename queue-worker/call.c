@@ -54,7 +54,8 @@ struct qw_call {
     int64_t next_wip_ms;         /* monotonic time of the next +WIP */
     int64_t wake_ms;             /* callback back-off deadline (ST_CALLBACK_WAIT) */
     enum call_state state;
-    uint64_t seq; /* stream sequence, 0 when unknown */
+    uint64_t seq;    /* stream sequence, 0 when unknown */
+    uint64_t stored; /* hash of call id and store time: seq alone repeats on a fresh stream */
     char *url;
     struct cmn_headers req_headers;
     struct qw_http_xfer *xfer;
@@ -99,7 +100,7 @@ static bool seq_done(const struct qw_calls *set, uint64_t seq, uint64_t idh)
 static bool seq_in_flight(const struct qw_calls *set, const struct qw_call *self)
 {
     for (const struct qw_call *c = set->head; c != NULL; c = c->next)
-        if (c != self && c->seq == self->seq && strcmp(c->call.call_id, self->call.call_id) == 0)
+        if (c != self && c->seq == self->seq && c->stored == self->stored)
             return true;
     return false;
 }
@@ -109,7 +110,7 @@ static void seq_remember(struct qw_calls *set, const struct qw_call *c)
     if (c->seq == 0 || c->call.call_id[0] == '\0')
         return;
     set->done_seq[set->done_next] = c->seq;
-    set->done_id[set->done_next] = id_hash(c->call.call_id);
+    set->done_id[set->done_next] = c->stored;
     set->done_next = (set->done_next + 1) % DONE_RING;
 }
 
@@ -736,7 +737,9 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     }
     snprintf(c->log_id, sizeof(c->log_id), "%s", c->call.call_id);
     if (c->seq != 0) {
-        bool done = seq_done(set, c->seq, id_hash(c->call.call_id));
+        c->stored = id_hash(c->call.call_id) ^
+                    ((uint64_t)cmn_js_msg_timestamp_ns(msg) * 0x9E3779B97F4A7C15ULL);
+        bool done = seq_done(set, c->seq, c->stored);
         if (done || seq_in_flight(set, c)) {
             /* A second delivery of a message this worker already finished (its
              * ack was lost, e.g. the broker restarted right after delivering)

@@ -417,7 +417,12 @@ static int start(struct worker *w)
         .ack_wait_ms = cfg->ack_wait_ms,
         .max_reconnect = (int)cfg->faas_max_reconnect,
         .reconnect_wait_ms = cfg->faas_reconnect_delay_ms,
-        .publish_timeout_ms = PUBLISH_TIMEOUT_MS,
+        /* Bounds the synchronous dead-letter publish, which runs on the main
+         * loop: a slow NATS must not stall the +WIP of the other calls past
+         * their lease, so at most ack_wait/6 (within 0.5..5 s). */
+        .publish_timeout_ms = cfg->ack_wait_ms / 6 < 500                  ? 500
+                              : cfg->ack_wait_ms / 6 > PUBLISH_TIMEOUT_MS ? PUBLISH_TIMEOUT_MS
+                                                                          : cfg->ack_wait_ms / 6,
         .max_pending_publishes = 16,
         .on_event = on_js_event,
         .on_publish = NULL,

@@ -48,6 +48,9 @@ struct cmn_js {
     pthread_cond_t cv;
     pthread_cond_t sweep_cv;       /* CLOCK_MONOTONIC; signalled on stop */
     bool stop, need_setup, opened; /* opened: nc and jsctx exist */
+    bool close_done;               /* on_closed finished (nats.c's last use of js) */
+    pthread_cond_t close_cv;
+    atomic_uint_fast64_t connects; /* (re)connections so far */
 
     atomic_bool ready;
     atomic_bool closed;
@@ -58,6 +61,10 @@ struct cmn_js {
     struct pending *dhead, *dtail; /* deadline FIFO, oldest first */
     size_t answered_count;         /* entries whose timeout callback ran, not yet acked */
     int64_t stale_since_ms;        /* when answered_count last became non-zero */
+    uint64_t stale_connects;       /* `connects` when that happened */
+    int active_acks;               /* on_pub_ack calls running (guarded by pmu) */
+    bool dead;                     /* cmn_js_free started: acks are dropped */
+    pthread_cond_t ack_cv;
 };
 
 static int64_t now_ms(void)
@@ -115,6 +122,7 @@ static void on_connected(natsConnection *nc, void *closure)
 {
     struct cmn_js *js = closure;
     atomic_store(&js->max_payload, natsConnection_GetMaxPayload(nc));
+    atomic_fetch_add(&js->connects, 1);
     request_setup(js);
 }
 
@@ -142,6 +150,11 @@ static void on_closed(natsConnection *nc, void *closure)
         if (!stopping)
             emit(js, CMN_JS_CLOSED, "NATS connection closed (reconnect budget exhausted)");
     }
+    /* Last touch of `js` from nats.c's callback thread: cmn_js_free waits for it. */
+    pthread_mutex_lock(&js->mu);
+    js->close_done = true;
+    pthread_cond_broadcast(&js->close_cv);
+    pthread_mutex_unlock(&js->mu);
 }
 
 /* --- stream / consumer set-up (setup thread) ---------------------------- */
@@ -242,9 +255,13 @@ static void *setup_main(void *arg)
         if (st == CMN_OK) {
             if (!atomic_exchange(&js->ready, true))
                 emit(js, CMN_JS_READY, "connected to NATS, stream ready");
+            /* A disconnect may have slipped in while setting up. */
+            if (natsConnection_Status(js->nc) != NATS_CONN_STATUS_CONNECTED)
+                atomic_store(&js->ready, false);
         } else if (natsConnection_Status(js->nc) == NATS_CONN_STATUS_CONNECTED) {
             /* Connected but set-up failed (JetStream not enabled yet, timeout):
-             * report and try again shortly. */
+             * report and try again shortly; not ready until it succeeds. */
+            atomic_store(&js->ready, false);
             emit(js, CMN_JS_DISCONNECTED, err.msg);
             sleep_ms(1000);
             pthread_mutex_lock(&js->mu);
@@ -323,6 +340,14 @@ static void on_pub_ack(jsCtx *jsctx, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pa
 {
     (void)jsctx;
     struct cmn_js *js = closure;
+    pthread_mutex_lock(&js->pmu);
+    if (js->dead) { /* cmn_js_free is tearing down: no callback after it returns */
+        pthread_mutex_unlock(&js->pmu);
+        natsMsg_Destroy(msg);
+        return;
+    }
+    js->active_acks++;
+    pthread_mutex_unlock(&js->pmu);
     struct pending *p = pending_take(js, msg);
     if (p != NULL && !p->answered) {
         if (pa != NULL) {
@@ -338,6 +363,10 @@ static void on_pub_ack(jsCtx *jsctx, natsMsg *msg, jsPubAck *pa, jsPubAckErr *pa
     }
     free(p);
     natsMsg_Destroy(msg);
+    pthread_mutex_lock(&js->pmu);
+    if (--js->active_acks == 0)
+        pthread_cond_broadcast(&js->ack_cv);
+    pthread_mutex_unlock(&js->pmu);
 }
 
 /* --- publish deadlines (sweep thread) ------------------------------------
@@ -371,8 +400,10 @@ static void sweep_expired(struct cmn_js *js)
             struct pending *p = js->dhead;
             fifo_unlink(js, p);
             p->answered = true;
-            if (js->answered_count++ == 0)
+            if (js->answered_count++ == 0) {
                 js->stale_since_ms = now;
+                js->stale_connects = atomic_load(&js->connects);
+            }
             tokens[n++] = p->token;
         }
         pthread_mutex_unlock(&js->pmu);
@@ -391,7 +422,10 @@ static void reclaim_lost(struct cmn_js *js)
 {
     int64_t now = now_ms();
     pthread_mutex_lock(&js->pmu);
-    bool due = js->answered_count > 0 && now - js->stale_since_ms >= publish_timeout_ms(js);
+    /* Only after a reconnect: acks are lost with a connection, whereas a
+     * merely slow server still answers, and re-publishing would add load. */
+    bool due = js->answered_count > 0 && now - js->stale_since_ms >= publish_timeout_ms(js) &&
+               atomic_load(&js->connects) != js->stale_connects;
     pthread_mutex_unlock(&js->pmu);
     if (!due || js->jsctx == NULL)
         return;
@@ -430,6 +464,7 @@ static void reclaim_lost(struct cmn_js *js)
     natsMsgList_Destroy(&list);
     pthread_mutex_lock(&js->pmu);
     js->stale_since_ms = now_ms();
+    js->stale_connects = atomic_load(&js->connects);
     pthread_mutex_unlock(&js->pmu);
 }
 
@@ -475,6 +510,8 @@ enum cmn_status cmn_js_open(const struct cmn_js_config *config, struct cmn_js **
     enum cmn_status st = CMN_OK;
     pthread_mutex_init(&js->mu, NULL);
     pthread_cond_init(&js->cv, NULL);
+    pthread_cond_init(&js->close_cv, NULL);
+    pthread_cond_init(&js->ack_cv, NULL);
     pthread_condattr_t ca;
     pthread_condattr_init(&ca);
     pthread_condattr_setclock(&ca, CLOCK_MONOTONIC);
@@ -584,8 +621,28 @@ void cmn_js_free(struct cmn_js *js)
         pthread_join(js->sweep_thread, NULL);
     if (js->sub != NULL)
         natsSubscription_Destroy(js->sub);
-    if (js->nc != NULL)
+    if (js->nc != NULL) {
         natsConnection_Close(js->nc);
+        /* Close only posts the disconnected/closed callbacks: wait for them
+         * (a few seconds at most) before freeing what they touch. */
+        struct timespec until;
+        clock_gettime(CLOCK_REALTIME, &until);
+        until.tv_sec += 5;
+        pthread_mutex_lock(&js->mu);
+        while (!js->close_done &&
+               pthread_cond_timedwait(&js->close_cv, &js->mu, &until) != ETIMEDOUT)
+            ;
+        pthread_mutex_unlock(&js->mu);
+    }
+    struct timespec until_acks;
+    clock_gettime(CLOCK_REALTIME, &until_acks);
+    until_acks.tv_sec += 5;
+    pthread_mutex_lock(&js->pmu);
+    js->dead = true;
+    while (js->active_acks > 0 &&
+           pthread_cond_timedwait(&js->ack_cv, &js->pmu, &until_acks) != ETIMEDOUT)
+        ;
+    pthread_mutex_unlock(&js->pmu);
     jsCtx_Destroy(js->jsctx);
     natsConnection_Destroy(js->nc);
     natsOptions_Destroy(js->opts);
@@ -601,6 +658,8 @@ void cmn_js_free(struct cmn_js *js)
     pthread_mutex_destroy(&js->mu);
     pthread_cond_destroy(&js->cv);
     pthread_cond_destroy(&js->sweep_cv);
+    pthread_cond_destroy(&js->close_cv);
+    pthread_cond_destroy(&js->ack_cv);
     free(js->url);
     free(js->client_name);
     free(js->stream);
@@ -868,6 +927,16 @@ uint64_t cmn_js_msg_delivered(const struct cmn_js_msg *msg)
     uint64_t n = meta->NumDelivered;
     jsMsgMetaData_Destroy(meta);
     return n ? n : 1;
+}
+
+int64_t cmn_js_msg_timestamp_ns(const struct cmn_js_msg *msg)
+{
+    jsMsgMetaData *meta = NULL;
+    if (natsMsg_GetMetaData(&meta, raw(msg)) != NATS_OK)
+        return 0;
+    int64_t t = meta->Timestamp;
+    jsMsgMetaData_Destroy(meta);
+    return t;
 }
 
 uint64_t cmn_js_msg_seq(const struct cmn_js_msg *msg)

@@ -120,6 +120,11 @@ const void *cmn_js_msg_body(const struct cmn_js_msg *msg, size_t *len);
 /* How many times the server has delivered this message (1 on first delivery). */
 uint64_t cmn_js_msg_delivered(const struct cmn_js_msg *msg);
 
+/* When the stream stored the message, ns since the Unix epoch (0 when
+ * unknown). With the sequence it identifies one stored message even across a
+ * stream re-created on a fresh server. */
+int64_t cmn_js_msg_timestamp_ns(const struct cmn_js_msg *msg);
+
 /* Stream sequence number of the message (0 when unknown). */
 uint64_t cmn_js_msg_seq(const struct cmn_js_msg *msg);
 
