@@ -695,10 +695,12 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     struct cmn_js_msg *msg = *msgp;
     struct cmn_err err;
     *msgp = NULL;
-    uint64_t seq = cmn_js_msg_seq(msg);
+    struct cmn_js_msg_info info;
+    cmn_js_msg_info(msg, &info);
+    uint64_t seq = info.seq;
     struct qw_call *c = calloc(1, sizeof(*c));
     if (!c) {
-        LOG_ERROR(NULL, "out of memory: message seq=%" PRIu64 " handed back", cmn_js_msg_seq(msg));
+        LOG_ERROR(NULL, "out of memory: message seq=%" PRIu64 " handed back", seq);
         cmn_js_msg_nak_delay(msg, 1000, NULL);
         cmn_js_msg_free(msg);
         if (set->env.on_slot_free)
@@ -716,7 +718,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     cmn_call_init(&c->call);
     cmn_headers_init(&c->req_headers);
     cmn_headers_init(&c->cb_headers);
-    c->attempt = cmn_js_msg_delivered(msg);
+    c->attempt = info.delivered;
     if (c->attempt < 1)
         c->attempt = 1;
     c->received_ns = qw_now_ns();
@@ -727,7 +729,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     size_t body_len = 0;
     const void *body = cmn_js_msg_body(msg, &body_len);
     if (cmn_js_msg_decode(msg, &c->call, &err) != CMN_OK) {
-        snprintf(c->log_id, sizeof(c->log_id), "seq-%" PRIu64, cmn_js_msg_seq(msg));
+        snprintf(c->log_id, sizeof(c->log_id), "seq-%" PRIu64, seq);
         LOG_WARN(c->log_id,
                  "received undecodable message delivery=%" PRIu64 " bytes=%zu "
                  "error=\"%s\"",
@@ -737,8 +739,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     }
     snprintf(c->log_id, sizeof(c->log_id), "%s", c->call.call_id);
     if (c->seq != 0) {
-        c->stored = id_hash(c->call.call_id) ^
-                    ((uint64_t)cmn_js_msg_timestamp_ns(msg) * 0x9E3779B97F4A7C15ULL);
+        c->stored = id_hash(c->call.call_id) ^ ((uint64_t)info.stored_ns * 0x9E3779B97F4A7C15ULL);
         bool done = seq_done(set, c->seq, c->stored);
         if (done || seq_in_flight(set, c)) {
             /* A second delivery of a message this worker already finished (its
@@ -756,7 +757,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
         }
     }
     LOG_INFO(c->log_id, "received function=%s delivery=%" PRIu64 " bytes=%zu seq=%" PRIu64,
-             c->call.function, c->attempt, body_len, cmn_js_msg_seq(msg));
+             c->call.function, c->attempt, body_len, seq);
     if (cfg->faas_print_body && body_len)
         log_body(c->log_id, "request", body, body_len);
     uint64_t budget = (uint64_t)cfg->max_retry_attempts + 1;

@@ -919,34 +919,32 @@ const void *cmn_js_msg_body(const struct cmn_js_msg *msg, size_t *len)
     return natsMsg_GetData(raw(msg));
 }
 
-uint64_t cmn_js_msg_delivered(const struct cmn_js_msg *msg)
+void cmn_js_msg_info(const struct cmn_js_msg *msg, struct cmn_js_msg_info *out)
 {
+    out->delivered = 1;
+    out->seq = 0;
+    out->stored_ns = 0;
     jsMsgMetaData *meta = NULL;
     if (natsMsg_GetMetaData(&meta, raw(msg)) != NATS_OK)
-        return 1;
-    uint64_t n = meta->NumDelivered;
+        return;
+    out->delivered = meta->NumDelivered ? meta->NumDelivered : 1;
+    out->seq = meta->Sequence.Stream;
+    out->stored_ns = meta->Timestamp;
     jsMsgMetaData_Destroy(meta);
-    return n ? n : 1;
 }
 
-int64_t cmn_js_msg_timestamp_ns(const struct cmn_js_msg *msg)
+uint64_t cmn_js_msg_delivered(const struct cmn_js_msg *msg)
 {
-    jsMsgMetaData *meta = NULL;
-    if (natsMsg_GetMetaData(&meta, raw(msg)) != NATS_OK)
-        return 0;
-    int64_t t = meta->Timestamp;
-    jsMsgMetaData_Destroy(meta);
-    return t;
+    struct cmn_js_msg_info info;
+    cmn_js_msg_info(msg, &info);
+    return info.delivered;
 }
 
 uint64_t cmn_js_msg_seq(const struct cmn_js_msg *msg)
 {
-    jsMsgMetaData *meta = NULL;
-    if (natsMsg_GetMetaData(&meta, raw(msg)) != NATS_OK)
-        return 0;
-    uint64_t n = meta->Sequence.Stream;
-    jsMsgMetaData_Destroy(meta);
-    return n;
+    struct cmn_js_msg_info info;
+    cmn_js_msg_info(msg, &info);
+    return info.seq;
 }
 
 enum cmn_status cmn_js_msg_ack(struct cmn_js_msg *msg, struct cmn_err *err)

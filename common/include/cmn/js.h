@@ -117,15 +117,20 @@ enum cmn_status cmn_js_msg_decode(const struct cmn_js_msg *msg, struct cmn_call 
 /* Body bytes (borrowed, valid while `msg` lives) and length. */
 const void *cmn_js_msg_body(const struct cmn_js_msg *msg, size_t *len);
 
-/* How many times the server has delivered this message (1 on first delivery). */
+/* Delivery metadata of a fetched message, read with one parse. */
+struct cmn_js_msg_info {
+    uint64_t delivered; /* deliveries so far, 1 on the first (1 when unknown) */
+    uint64_t seq;       /* stream sequence (0 when unknown) */
+    int64_t stored_ns;  /* when the stream stored it, ns since the epoch (0 when
+                           unknown); with seq it identifies one stored message
+                           even across a stream re-created on a fresh server */
+};
+
+/* Fills `out` from `msg` (borrowed). Any thread, never blocks. */
+void cmn_js_msg_info(const struct cmn_js_msg *msg, struct cmn_js_msg_info *out);
+
+/* Shorthands for one field of cmn_js_msg_info. */
 uint64_t cmn_js_msg_delivered(const struct cmn_js_msg *msg);
-
-/* When the stream stored the message, ns since the Unix epoch (0 when
- * unknown). With the sequence it identifies one stored message even across a
- * stream re-created on a fresh server. */
-int64_t cmn_js_msg_timestamp_ns(const struct cmn_js_msg *msg);
-
-/* Stream sequence number of the message (0 when unknown). */
 uint64_t cmn_js_msg_seq(const struct cmn_js_msg *msg);
 
 /* Lease operations, all asynchronous sends (buffered while reconnecting):
