@@ -324,6 +324,24 @@ static void dns_fail(struct px_call *call, int result)
     call_finish(call, 502);
 }
 
+/* Hands every call waiting for `up`'s address on: sent when `dns_error` is 0,
+ * failed with it otherwise. Loop thread. */
+static void release_waiters(struct upstream *up, int dns_error)
+{
+    struct px_call *w = up->waiters;
+    up->waiters = NULL;
+    while (w != NULL) {
+        struct px_call *next = w->wait_next;
+        w->wait_next = NULL;
+        w->waiting_dns = false;
+        if (dns_error == 0)
+            call_send(w);
+        else
+            dns_fail(w, dns_error);
+        w = next;
+    }
+}
+
 static void dns_done(int result, struct evutil_addrinfo *res, void *arg)
 {
     struct dns_lookup *lk = arg;
@@ -373,18 +391,8 @@ static void dns_done(int result, struct evutil_addrinfo *res, void *arg)
         evutil_freeaddrinfo(res);
     up->dns_expiry_ns = gw_mono_ns() + DNS_TTL_NS;
 
-    struct px_call *w = up->waiters;
-    up->waiters = NULL;
-    while (w != NULL) {
-        struct px_call *next = w->wait_next;
-        w->wait_next = NULL;
-        w->waiting_dns = false;
-        if (up->have_addr)
-            call_send(w);
-        else
-            dns_fail(w, up->dns_result);
-        w = next;
-    }
+    release_waiters(up,
+                    up->have_addr ? 0 : (up->dns_result != 0 ? up->dns_result : EVUTIL_EAI_FAIL));
 }
 
 /* Starts a lookup for `up` unless one runs. The callback may run before this
@@ -395,15 +403,7 @@ static void dns_start(struct gw_proxy *px, struct upstream *up)
         return;
     struct dns_lookup *lk = calloc(1, sizeof(*lk));
     if (lk == NULL) {
-        struct px_call *w = up->waiters;
-        up->waiters = NULL;
-        while (w != NULL) {
-            struct px_call *next = w->wait_next;
-            w->wait_next = NULL;
-            w->waiting_dns = false;
-            dns_fail(w, EVUTIL_EAI_MEMORY);
-            w = next;
-        }
+        release_waiters(up, EVUTIL_EAI_MEMORY);
         return;
     }
     lk->up = up;
