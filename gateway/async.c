@@ -1,12 +1,11 @@
-/* The async route: validation, encoding with the codec, cmn_js_publish_async,
- * and the hand-off of publish outcomes from nats.c threads to the loop: the
- * nats thread fills the pending call's result fields and links it into a
- * mutex-protected completion list, then event_active() wakes the loop, which
- * replies. Each pending call lives until its callback arrives, whatever the
- * client or the safety timer did meanwhile: one owner, one free. */
+/* The async route: validation, encoding with the codec, the publish through
+ * cmn_jspub, and the reply from its completion. The publisher owns the
+ * deadline and hands exactly one completion per call to this loop (its wake
+ * callback activates an event; the loop collects them), so each pending call
+ * lives until its completion, whatever the client did meanwhile: one owner,
+ * one reply, one free. */
 #include "async.h"
 
-#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -21,6 +20,8 @@
 #include "cmn/callid.h"
 #include "cmn/codec.h"
 #include "cmn/headers.h"
+#include "cmn/jspub.h"
+#include "cmn/nats.h"
 #include "cmn/log.h"
 #include "cmn/metrics.h"
 #include "cmn/name.h"
@@ -34,31 +35,26 @@
 struct as_call {
     struct gw_async *as;
     struct as_call *prev, *next; /* live list (loop thread), or the free cache */
-    struct as_call *done_next;   /* completion list (under as->lock) */
     struct evhttp_request *req;  /* NULL once replied or the client went away */
-    struct event safety;
     bool replied;
     int64_t t0_ns;
     char call_id[CMN_CALLID_MAX];
     char start[24];
     char fn_label[CMN_NAME_MAX * 2 + 24];
-    /* Written by the nats thread before linking into the completion list. */
-    enum cmn_status pub_status;
-    bool pub_duplicate;
-    char pub_detail[160];
 };
 
 struct gw_async {
     struct gw_async_config config;
     char *default_ns;
-    struct cmn_js *js;
+    struct cmn_nats *nats;
+    struct cmn_jspub *pub;
     struct as_call *live;
     size_t live_count;
     struct as_call *cache;
     int cache_count;
-    struct event *done_ev;
-    pthread_mutex_t lock; /* guards done_head/done_tail */
-    struct as_call *done_head, *done_tail;
+    struct event *done_ev;  /* activated by the publisher's wake (any thread) */
+    struct event *fatal_ev; /* activated by a fatal NATS event (any thread) */
+    bool fatal;
 };
 
 static void count(struct gw_async *as, const char *fn_label, int code)
@@ -121,8 +117,9 @@ static void live_remove(struct gw_async *as, struct as_call *call)
     as->live_count--;
 }
 
-/* Sends the one reply of a pending call (if its client is still there). */
-static void call_reply(struct as_call *call, int code, const char *text)
+/* Sends the one reply of a pending call (if its client is still there);
+ * `retry_after_s` > 0 adds Retry-After. */
+static void call_reply_retry(struct as_call *call, int code, const char *text, int retry_after_s)
 {
     call->replied = true;
     struct evhttp_request *req = call->req;
@@ -135,7 +132,17 @@ static void call_reply(struct as_call *call, int code, const char *text)
     struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     evhttp_add_header(out, "X-Call-Id", call->call_id);
     evhttp_add_header(out, "X-Start-Time", call->start);
+    if (retry_after_s > 0) {
+        char ra[16];
+        snprintf(ra, sizeof(ra), "%d", retry_after_s);
+        evhttp_add_header(out, "Retry-After", ra);
+    }
     gw_reply_text(req, code, text);
+}
+
+static void call_reply(struct as_call *call, int code, const char *text)
+{
+    call_reply_retry(call, code, text, 0);
 }
 
 static void client_closed_cb(struct evhttp_connection *evcon, void *arg)
@@ -150,41 +157,51 @@ static void client_closed_cb(struct evhttp_connection *evcon, void *arg)
     call->req = NULL;
 }
 
-static void safety_cb(evutil_socket_t fd, short what, void *arg)
+/* One publish outcome (loop thread). A stored call gets its 202; a refusal
+ * says whether the call is queued: "not queued" whenever the broker told us
+ * so (or it was never sent), "may not be queued" only for a publish sent and
+ * never answered. */
+static void on_result(const struct cmn_jspub_result *r, void *closure)
 {
-    (void)fd;
-    (void)what;
-    struct as_call *call = arg;
-    if (call->replied)
+    struct gw_async *as = closure;
+    if (r->late) {
+        LOG_WARN(r->label,
+                 "stored after all (seq %llu) although answered 503 when NATS did not confirm "
+                 "it in time: the call will run",
+                 (unsigned long long)r->seq);
+        if (as->config.metrics != NULL)
+            cmn_metrics_add(as->config.metrics, "gateway_async_stored_after_503_total", NULL, 1);
         return;
-    LOG_WARN(call->call_id, "no publish ack from NATS within %lld ms: answering 503",
-             (long long)call->as->config.publish_timeout_ms + 1000);
-    count(call->as, call->fn_label, 503);
-    call_reply(call, 503, "NATS publish timed out, call may not be queued");
-}
-
-static void call_complete(struct as_call *call)
-{
-    struct gw_async *as = call->as;
-    event_del(&call->safety);
+    }
+    struct as_call *call = r->token;
     if (!call->replied) {
-        if (call->pub_status == CMN_OK) {
-            LOG_DEBUG(call->call_id, "queued %s%s", call->fn_label,
-                      call->pub_duplicate ? " (duplicate)" : "");
+        if (r->status == CMN_OK) {
+            LOG_DEBUG(call->call_id, "queued %s seq=%llu sends=%d%s", call->fn_label,
+                      (unsigned long long)r->seq, r->sends, r->duplicate ? " (duplicate)" : "");
             count(as, call->fn_label, 202);
             call_reply(call, 202, NULL);
+        } else if (r->status == CMN_ERR_TOO_LARGE) {
+            LOG_WARN(call->call_id, "stream refused the call as too large: %s", r->detail);
+            count(as, call->fn_label, 413);
+            call_reply(call, 413,
+                       "request too large for the stream's maximum message size, "
+                       "call not queued");
         } else {
-            LOG_WARN(call->call_id, "publish failed (%s): %s", cmn_status_name(call->pub_status),
-                     call->pub_detail);
+            int retry_after = r->full ? CMN_JSPUB_FULL_RETRY_AFTER_S : 1;
+            const char *text = r->full ? "NATS storage is full, call not queued"
+                               : r->status == CMN_ERR_TIMEOUT
+                                   ? "NATS did not confirm the call in time, it may or may not "
+                                     "be queued"
+                               : r->status == CMN_ERR_UNAVAILABLE
+                                   ? "NATS unavailable, call not queued"
+                                   : "NATS refused the call, call not queued";
+            LOG_WARN(call->call_id, "publish failed (%s, %d sends): %s", cmn_status_name(r->status),
+                     r->sends, r->detail);
             count(as, call->fn_label, 503);
-            call_reply(call, 503,
-                       call->pub_status == CMN_ERR_TIMEOUT
-                           ? "NATS publish timed out, call may not be queued"
-                           : "NATS rejected the call, call not queued");
+            call_reply_retry(call, 503, text, retry_after);
         }
     } else {
-        LOG_DEBUG(call->call_id, "late publish outcome %s after the reply",
-                  cmn_status_name(call->pub_status));
+        LOG_DEBUG(call->call_id, "publish outcome %s after the reply", cmn_status_name(r->status));
     }
     live_remove(as, call);
     call_free(call);
@@ -195,56 +212,61 @@ static void done_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct gw_async *as = arg;
-    pthread_mutex_lock(&as->lock);
-    struct as_call *list = as->done_head;
-    as->done_head = as->done_tail = NULL;
-    pthread_mutex_unlock(&as->lock);
-    while (list != NULL) {
-        struct as_call *next = list->done_next;
-        call_complete(list);
-        list = next;
-    }
+    if (as->pub != NULL)
+        cmn_jspub_complete(as->pub, on_result, as);
 }
 
-void gw_async_on_publish(void *token, enum cmn_status status, bool duplicate, const char *detail,
-                         void *closure)
+void gw_async_wake(void *closure)
 {
     struct gw_async *as = closure;
-    struct as_call *call = token;
-    call->pub_status = status;
-    call->pub_duplicate = duplicate;
-    gw_strlcpy(call->pub_detail, detail != NULL ? detail : "", sizeof(call->pub_detail));
-    call->done_next = NULL;
-    pthread_mutex_lock(&as->lock);
-    bool wake = as->done_head == NULL;
-    if (as->done_tail != NULL)
-        as->done_tail->done_next = call;
-    else
-        as->done_head = call;
-    as->done_tail = call;
-    pthread_mutex_unlock(&as->lock);
-    if (wake)
-        event_active(as->done_ev, 0, 0);
+    event_active(as->done_ev, 0, 0);
 }
 
-void gw_async_on_event(enum cmn_js_event event, const char *detail, void *closure)
+static void fatal_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_async *as = arg;
+    as->fatal = true;
+    event_base_loopbreak(as->config.base);
+}
+
+void gw_async_on_event(enum cmn_nats_event event, const char *detail, void *closure)
 {
     struct gw_async *as = closure;
     const char *d = detail != NULL ? detail : "";
     switch (event) {
-    case CMN_JS_READY:
+    case CMN_NATS_READY:
         LOG_INFO(NULL, "NATS ready: %s", d);
         break;
-    case CMN_JS_DISCONNECTED:
+    case CMN_NATS_CHANGED:
+        LOG_INFO(NULL, "NATS reconciled: %s", d);
+        break;
+    case CMN_NATS_NOT_READY:
+        LOG_WARN(NULL, "NATS not ready: %s", d);
+        break;
+    case CMN_NATS_DISCONNECTED:
         LOG_WARN(NULL, "NATS disconnected, reconnecting: %s", d);
         break;
-    case CMN_JS_CLOSED:
+    case CMN_NATS_CONNECT_FAILED:
+        LOG_WARN(NULL, "NATS connect failed: %s", d);
+        break;
+    case CMN_NATS_FATAL:
+        LOG_ERROR(NULL, "NATS set-up impossible, exiting: %s", d);
+        event_active(as->fatal_ev, 0, 0);
+        break;
+    case CMN_NATS_CLOSED:
         LOG_ERROR(NULL, "NATS connection closed: %s", d);
         break;
     }
-    if (as->config.metrics != NULL)
+    if (as->config.metrics != NULL && event != CMN_NATS_CHANGED && event != CMN_NATS_CONNECT_FAILED)
         cmn_metrics_set(as->config.metrics, "gateway_nats_ready", NULL,
-                        event == CMN_JS_READY ? 1 : 0);
+                        event == CMN_NATS_READY ? 1 : 0);
+}
+
+bool gw_async_fatal(const struct gw_async *as)
+{
+    return as->fatal;
 }
 
 /* ---- validation --------------------------------------------------------- */
@@ -375,7 +397,7 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(body);
     int64_t max_body = as->config.max_body_bytes;
-    int64_t max_payload = as->js != NULL ? cmn_js_max_payload(as->js) : 0;
+    int64_t max_payload = as->nats != NULL ? cmn_nats_max_payload(as->nats) : 0;
     if (max_payload > 0 && max_payload - GW_ASYNC_HEADER_ROOM < max_body)
         max_body = max_payload - GW_ASYNC_HEADER_ROOM;
     if (max_body < 0)
@@ -423,7 +445,7 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
         goto out;
     }
     /* Encoded straight into the NATS message (no intermediate header list). */
-    if (as->js == NULL) {
+    if (as->pub == NULL) {
         st = cmn_call_encode(&qc, &encoded, &err); /* validation still answers 400 */
         if (st == CMN_OK)
             st = cmn_err_set(&err, CMN_ERR_UNAVAILABLE, 0, "no NATS handle");
@@ -431,7 +453,7 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
         const void *bytes = "";
         if (body_len > 0)
             bytes = evbuffer_pullup(body, -1);
-        st = cmn_js_publish_call_async(as->js, &qc, bytes, body_len, call, &err);
+        st = cmn_jspub_call(as->pub, &qc, bytes, body_len, call, &err);
     }
     if (st == CMN_ERR_INVALID) {
         snprintf(text, sizeof(text), "invalid request: %s", err.msg);
@@ -455,19 +477,17 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
             snprintf(text, sizeof(text), "NATS error, call not queued");
         LOG_WARN(call_id, "publish to NATS failed (%s): %s", cmn_status_name(st), err.msg);
         count(as, fn_label, code);
+        if (code == 503)
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
         reply_early(req, code, call_id, text);
         call_free(call);
         goto out;
     }
 
-    /* Published: the callback will run exactly once with `call`. */
+    /* Published: exactly one completion will carry `call`. */
     call->req = req;
     live_add(as, call);
     evhttp_connection_set_closecb(evhttp_request_get_connection(req), client_closed_cb, call);
-    event_assign(&call->safety, as->config.base, -1, 0, safety_cb, call);
-    int64_t ms = as->config.publish_timeout_ms + 1000;
-    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
-    event_add(&call->safety, &tv);
     LOG_DEBUG(call_id, "publishing %zu bytes for %.*s", body_len, (int)name_len, name);
 out:
     cmn_call_free(&qc);
@@ -483,10 +503,10 @@ enum cmn_status gw_async_new(const struct gw_async_config *config, struct gw_asy
     if (as == NULL)
         return cmn_err_set(err, CMN_ERR_NOMEM, 0, "async: out of memory");
     as->config = *config;
-    pthread_mutex_init(&as->lock, NULL);
     as->default_ns = strdup(config->default_ns != NULL ? config->default_ns : "");
     as->done_ev = event_new(config->base, -1, 0, done_cb, as);
-    if (as->default_ns == NULL || as->done_ev == NULL) {
+    as->fatal_ev = event_new(config->base, -1, 0, fatal_cb, as);
+    if (as->default_ns == NULL || as->done_ev == NULL || as->fatal_ev == NULL) {
         gw_async_free(as);
         return cmn_err_set(err, CMN_ERR_NOMEM, 0, "async: out of memory");
     }
@@ -495,9 +515,10 @@ enum cmn_status gw_async_new(const struct gw_async_config *config, struct gw_asy
     return CMN_OK;
 }
 
-void gw_async_set_js(struct gw_async *as, struct cmn_js *js)
+void gw_async_set_nats(struct gw_async *as, struct cmn_nats *nats, struct cmn_jspub *pub)
 {
-    as->js = js;
+    as->nats = nats;
+    as->pub = pub;
 }
 
 size_t gw_async_inflight(const struct gw_async *as)
@@ -523,7 +544,6 @@ void gw_async_free(struct gw_async *as)
     gw_async_abort_all(as);
     while (as->live != NULL) {
         struct as_call *call = as->live;
-        event_del(&call->safety);
         live_remove(as, call);
         free(call);
     }
@@ -534,7 +554,8 @@ void gw_async_free(struct gw_async *as)
     }
     if (as->done_ev != NULL)
         event_free(as->done_ev);
-    pthread_mutex_destroy(&as->lock);
+    if (as->fatal_ev != NULL)
+        event_free(as->fatal_ev);
     free(as->default_ns);
     free(as);
 }

@@ -1,10 +1,10 @@
 /* The asynchronous route, POST /async-function/<name>[/<path>][?q]: validates
- * the request, publishes it to JetStream without blocking, and answers 202 only
- * once the stream acknowledged it. Owns the hand-off from nats.c's threads to
- * the event loop (a locked completion queue + event_active) and the NATS
- * connection events (logged, exported as gateway_nats_ready).
- * Thread: the loop thread that owns `base`, except the two callbacks below,
- * which run on nats.c threads. Nothing here blocks the loop. */
+ * the request, publishes it through cmn_jspub without blocking, and answers
+ * 202 only once the stream stored it. Also reports the NATS events (logged,
+ * exported as gateway_nats_ready; a fatal one stops the loop).
+ * Thread: the loop thread that owns `base`, except gw_async_wake and
+ * gw_async_on_event, which run on nats.c or libcommon threads and only
+ * activate events. Nothing here blocks the loop. */
 #ifndef GW_ASYNC_H
 #define GW_ASYNC_H
 
@@ -12,7 +12,8 @@
 #include <stddef.h>
 #include <stdint.h>
 
-#include "cmn/js.h"
+#include "cmn/jspub.h"
+#include "cmn/nats.h"
 #include "cmn/status.h"
 #include "request.h"
 
@@ -32,7 +33,7 @@ struct gw_async_config {
     struct cmn_metrics *metrics;   /* bound; NULL = no metrics */
     const char *default_ns;        /* copied */
     int64_t max_body_bytes;        /* larger bodies get 413 */
-    int64_t publish_timeout_ms;    /* the js publish timeout; the safety timer adds 1 s */
+    int64_t publish_timeout_ms;    /* the publisher's decision deadline (for logs) */
 };
 
 /* Creates the module (no NATS yet: see gw_async_set_js). `*out` is new
@@ -40,25 +41,28 @@ struct gw_async_config {
 enum cmn_status gw_async_new(const struct gw_async_config *config, struct gw_async **out,
                              struct cmn_err *err);
 
-/* Gives the module the JetStream handle (bound; opened with
- * on_publish = gw_async_on_publish, on_event = gw_async_on_event and
- * closure = this module). Loop thread, before the first request. */
-void gw_async_set_js(struct gw_async *as, struct cmn_js *js);
+/* Gives the module the NATS handle and the publisher (both bound), created
+ * with wake = gw_async_wake and on_event = gw_async_on_event, closure = this
+ * module. Loop thread, before the first request. */
+void gw_async_set_nats(struct gw_async *as, struct cmn_nats *nats, struct cmn_jspub *pub);
 
-/* cmn_js_publish_cb: runs on a nats.c thread (or cmn_js's deadline thread for
- * timeouts), never on the loop thread. Queues the outcome for `token`
- * (a pending call) and wakes the loop. Never blocks beyond a short mutex. */
-void gw_async_on_publish(void *token, enum cmn_status status, bool duplicate, const char *detail,
-                         void *closure);
+/* The publisher's wake callback: any thread; activates the completion event
+ * so that the loop collects the outcomes. Never blocks. */
+void gw_async_wake(void *closure);
 
-/* cmn_js_event_cb: runs on a nats.c thread. Logs the event and updates
- * gateway_nats_ready. */
-void gw_async_on_event(enum cmn_js_event event, const char *detail, void *closure);
+/* cmn_nats_event_cb: runs on a nats.c or the keeper thread. Logs the event,
+ * updates gateway_nats_ready; CMN_NATS_FATAL makes the loop stop (see
+ * gw_async_fatal). */
+void gw_async_on_event(enum cmn_nats_event event, const char *detail, void *closure);
+
+/* True once a fatal NATS event stopped the loop: the program exits 1. */
+bool gw_async_fatal(const struct gw_async *as);
 
 /* Handles one request whose path starts with "/async-function/". `req`
- * (borrowed from evhttp) gets exactly one reply: 202 after the publish ack;
- * 400 bad name / X-Callback-Url / X-Call-Id; 404 unknown function; 405 other
- * methods; 413 body too large; 503 NATS unavailable or no ack in time. */
+ * (borrowed from evhttp) gets exactly one reply: 202 once stored; 400 bad
+ * name / X-Callback-Url / X-Call-Id; 404 unknown function; 405 other methods;
+ * 413 body too large (ours or the stream's limit); 503 with Retry-After when
+ * NATS is unavailable, full, refuses, or did not confirm in time. */
 void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
                      const struct gw_target *target);
 
@@ -66,11 +70,12 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
 size_t gw_async_inflight(const struct gw_async *as);
 
 /* Drain deadline passed: replies 503 to every client still waiting. The calls
- * stay until their publish callback (or gw_async_free). */
+ * stay until their completion (or gw_async_free). */
 void gw_async_abort_all(struct gw_async *as);
 
-/* Frees the module and every remaining call. Call after cmn_js_free (so no
- * callback can arrive any more) and before event_base_free. NULL allowed. */
+/* Frees the module and every remaining call. Call after cmn_jspub_free (so
+ * no completion can arrive any more) and before event_base_free. NULL
+ * allowed. */
 void gw_async_free(struct gw_async *as);
 
 #endif

@@ -16,7 +16,8 @@
 
 #include "cmn/config.h"
 #include "cmn/headers.h"
-#include "cmn/js.h"
+#include "cmn/jspub.h"
+#include "cmn/nats.h"
 #include "cmn/listener.h"
 #include "cmn/log.h"
 #include "cmn/metrics.h"
@@ -38,6 +39,10 @@ struct gw_config {
     char *faas_nats_address;
     int64_t faas_nats_port;
     char *faas_nats_channel;
+    char *faas_nats_queue_group;
+    char *dead_letter_stream;
+    int64_t stream_replicas;
+    int64_t nats_ping_interval;
     char *functions_file;
     bool direct_functions;
     char *direct_functions_suffix;
@@ -71,6 +76,14 @@ static const struct cmn_config_entry config_table[] = {
      "NATS port (OpenFaaS name); with faas_nats_address it overrides nats_url"},
     {"faas_nats_channel", CMN_CFG_STRING, "faas-request", NO_RANGE, OFF(faas_nats_channel), false,
      "JetStream stream name and subject of queued calls"},
+    {"faas_nats_queue_group", CMN_CFG_STRING, "faas-workers", NO_RANGE, OFF(faas_nats_queue_group),
+     false, "the workers' durable consumer, whose backlog the queue gauges export"},
+    {"dead_letter_stream", CMN_CFG_STRING, "faas-request-dlq", NO_RANGE, OFF(dead_letter_stream),
+     false, "dead-letter stream (created like the worker does; its size is exported)"},
+    {"stream_replicas", CMN_CFG_INT, "1", 1, 5, OFF(stream_replicas), false,
+     "replicas of the streams (3 on a JetStream cluster)"},
+    {"nats_ping_interval", CMN_CFG_DURATION, "1s", 100, 600000, OFF(nats_ping_interval), false,
+     "ping period; a server silent for 2 pings is left for another"},
     {"functions_file", CMN_CFG_STRING, NULL, NO_RANGE, OFF(functions_file), false,
      "functions.json for the static resolver (reloaded on SIGHUP)"},
     {"direct_functions", CMN_CFG_BOOL, "false", NO_RANGE, OFF(direct_functions), false,
@@ -84,7 +97,7 @@ static const struct cmn_config_entry config_table[] = {
     {"max_sync_body_bytes", CMN_CFG_INT, "67108864", 0, 1024 * MIB, OFF(max_sync_body_bytes), false,
      "largest sync request body (bytes); larger gets 413"},
     {"nats_publish_timeout", CMN_CFG_DURATION, "5s", 100, 600000, OFF(nats_publish_timeout), false,
-     "wait for the stream's publish ack before answering 503"},
+     "deadline for the stream to confirm a call (re-sent meanwhile) before 503"},
     {"nats_max_pending", CMN_CFG_INT, "4096", 1, 1000000, OFF(nats_max_pending), false,
      "async publishes awaiting their ack before new ones get 503"},
     {"upstream_timeout", CMN_CFG_DURATION, "60s", 1, 86400000, OFF(upstream_timeout), false,
@@ -115,7 +128,8 @@ struct gateway {
     struct evdns_base *dns;
     struct cmn_resolver *resolver;
     struct cmn_metrics *metrics;
-    struct cmn_js *js;
+    struct cmn_nats *nats;
+    struct cmn_jspub *pub;
     struct gw_proxy *proxy;
     struct gw_async *async;
     struct gw_system *system;
@@ -250,6 +264,10 @@ static void declare_metrics(struct cmn_metrics *m)
     cmn_metrics_declare(m, "gateway_nats_ready", CMN_METRIC_GAUGE,
                         "1 when the gateway is connected to NATS and the stream exists");
     cmn_metrics_set(m, "gateway_nats_ready", NULL, 0);
+    cmn_metrics_declare(m, "gateway_async_stored_after_503_total", CMN_METRIC_COUNTER,
+                        "Calls answered 503 (not confirmed in time) that the stream stored later");
+    cmn_metrics_add(m, "gateway_async_stored_after_503_total", NULL, 0);
+    gw_system_declare_queue_metrics(m);
 }
 
 static struct evhttp *http_new(struct gateway *gw, int64_t max_body)
@@ -276,8 +294,10 @@ static void shutdown_all(struct gateway *gw)
     /* Order matters: no publish callback may arrive once the async module is
      * gone, evhttp_free runs the close callbacks of pending calls, the proxy
      * orphans its DNS lookups before evdns goes. */
-    cmn_js_free(gw->js);
-    gw->js = NULL;
+    cmn_jspub_free(gw->pub);
+    gw->pub = NULL;
+    cmn_nats_free(gw->nats);
+    gw->nats = NULL;
     if (gw->http != NULL)
         evhttp_free(gw->http);
     if (gw->metrics_http != NULL)
@@ -396,31 +416,43 @@ int main(int argc, char **argv)
         goto out;
     }
 
-    struct cmn_js_config jcfg = {.url = nats_url,
-                                 .client_name = "cfaas-gateway",
-                                 .stream = gw.cfg.faas_nats_channel,
-                                 .max_msg_bytes = gw.cfg.max_body_bytes + GW_ASYNC_HEADER_ROOM,
-                                 .duplicate_window_ms = 120000,
-                                 .dead_letter_stream = NULL,
-                                 .durable = NULL,
-                                 .ack_wait_ms = 0,
-                                 .max_reconnect = -1,
-                                 .reconnect_wait_ms = 1000,
-                                 .publish_timeout_ms = gw.cfg.nats_publish_timeout,
-                                 .max_pending_publishes = (int)gw.cfg.nats_max_pending,
-                                 .on_event = gw_async_on_event,
-                                 .on_publish = gw_async_on_publish,
-                                 .closure = gw.async};
-    if (cmn_js_open(&jcfg, &gw.js, &err) != CMN_OK) {
+    struct cmn_nats_config ncfg = {.url = nats_url,
+                                   .client_name = "cfaas-gateway",
+                                   .stream = gw.cfg.faas_nats_channel,
+                                   .max_msg_bytes = gw.cfg.max_body_bytes + GW_ASYNC_HEADER_ROOM,
+                                   .duplicate_window_ms = 120000,
+                                   .replicas = (int)gw.cfg.stream_replicas,
+                                   .dead_letter_stream = gw.cfg.dead_letter_stream,
+                                   .durable = gw.cfg.faas_nats_queue_group,
+                                   .manage_consumer = false,
+                                   .max_reconnect = -1,
+                                   .reconnect_wait_ms = 1000,
+                                   .ping_interval_ms = gw.cfg.nats_ping_interval,
+                                   .refresh_interval_ms = 2000,
+                                   .on_event = gw_async_on_event,
+                                   .closure = gw.async};
+    if (cmn_nats_open(&ncfg, &gw.nats, &err) != CMN_OK) {
         LOG_ERROR(NULL, "NATS %s: %s", nats_url, err.msg);
         rc = 2;
         goto out;
     }
-    gw_async_set_js(gw.async, gw.js);
+    struct cmn_jspub_config pubcfg = {.subject = gw.cfg.faas_nats_channel,
+                                      .timeout_ms = gw.cfg.nats_publish_timeout,
+                                      .max_pending = (int)gw.cfg.nats_max_pending,
+                                      .send_on_caller = true,
+                                      .wake = gw_async_wake,
+                                      .closure = gw.async};
+    if (cmn_jspub_new(gw.nats, &pubcfg, &gw.pub, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "NATS publisher: %s", err.msg);
+        goto out;
+    }
+    gw_async_set_nats(gw.async, gw.nats, gw.pub);
 
     struct gw_system_config scfg = {.resolver = gw.resolver,
                                     .metrics = gw.metrics,
-                                    .js = gw.js,
+                                    .nats = gw.nats,
+                                    .pub = gw.pub,
+                                    .queue_name = gw.cfg.faas_nats_channel,
                                     .default_ns = gw.cfg.function_namespace,
                                     .basic_auth = gw.cfg.basic_auth,
                                     .auth_user = auth_user,
@@ -482,7 +514,7 @@ int main(int argc, char **argv)
                  : (gw.cfg.functions_file != NULL ? gw.cfg.functions_file : ""));
 
     event_base_dispatch(gw.base);
-    rc = 0;
+    rc = gw_async_fatal(gw.async) ? 1 : 0;
 out:
     shutdown_all(&gw);
     return rc;

@@ -16,7 +16,8 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 
-#include "cmn/js.h"
+#include "cmn/jspub.h"
+#include "cmn/nats.h"
 #include "cmn/metrics.h"
 #include "cmn/name.h"
 #include "cmn/resolver.h"
@@ -250,12 +251,58 @@ void gw_system_health(struct gw_system *sys, struct evhttp_request *req,
         reply_method_not_allowed(req);
         return;
     }
-    if (strcmp(target->path, "/readyz") == 0 &&
-        (sys->config.js == NULL || !cmn_js_ready(sys->config.js))) {
-        gw_reply_text(req, 503, "NATS not ready");
-        return;
+    if (strcmp(target->path, "/readyz") == 0) {
+        if (sys->config.nats == NULL || !cmn_nats_ready(sys->config.nats)) {
+            gw_reply_text(req, 503, "NATS not ready");
+            return;
+        }
+        if (sys->config.pub != NULL && cmn_jspub_storage_full(sys->config.pub)) {
+            gw_reply_text(req, 503, "NATS storage full");
+            return;
+        }
     }
     gw_reply_text(req, 200, "OK");
+}
+
+void gw_system_declare_queue_metrics(struct cmn_metrics *m)
+{
+    cmn_metrics_declare(m, GW_M_QUEUE_PENDING, CMN_METRIC_GAUGE,
+                        "Queued calls not yet delivered to a worker (consumer num_pending)");
+    cmn_metrics_declare(m, GW_M_QUEUE_ACK_PENDING, CMN_METRIC_GAUGE,
+                        "Calls delivered and not yet acknowledged: running or parked for a "
+                        "retry (consumer num_ack_pending)");
+    cmn_metrics_declare(m, GW_M_QUEUE_REDELIVERED, CMN_METRIC_GAUGE,
+                        "Unacknowledged calls delivered more than once (consumer "
+                        "num_redelivered)");
+    cmn_metrics_declare(m, GW_M_QUEUE_MESSAGES, CMN_METRIC_GAUGE,
+                        "Messages stored in the work-queue stream");
+    cmn_metrics_declare(m, GW_M_DEAD_LETTERS, CMN_METRIC_GAUGE,
+                        "Messages stored in the dead-letter stream");
+}
+
+/* The keeper thread refreshes the figures every few seconds; a scrape copies
+ * the latest ones. Unknown figures (-1) are not exported. */
+static void update_queue_gauges(struct gw_system *sys)
+{
+    if (sys->config.nats == NULL || sys->config.metrics == NULL)
+        return;
+    struct cmn_nats_stats st;
+    cmn_nats_stats_get(sys->config.nats, &st);
+    char labels[300];
+    snprintf(labels, sizeof(labels), "queue=\"%s\"", sys->config.queue_name);
+    const struct {
+        const char *name;
+        int64_t value;
+    } g[] = {
+        {GW_M_QUEUE_PENDING, st.pending},
+        {GW_M_QUEUE_ACK_PENDING, st.ack_pending},
+        {GW_M_QUEUE_REDELIVERED, st.redelivered},
+        {GW_M_QUEUE_MESSAGES, st.stream_messages},
+        {GW_M_DEAD_LETTERS, st.dead_letter_messages},
+    };
+    for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++)
+        if (g[i].value >= 0)
+            cmn_metrics_set(sys->config.metrics, g[i].name, labels, (double)g[i].value);
 }
 
 void gw_system_metrics_request(struct evhttp_request *req, void *arg)
@@ -267,6 +314,7 @@ void gw_system_metrics_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (strcmp(target.path, "/metrics") == 0) {
+        update_queue_gauges(sys);
         size_t len = 0;
         char *text = sys->config.metrics != NULL ? cmn_metrics_render(sys->config.metrics, &len)
                                                  : strdup("");

@@ -15,7 +15,8 @@
 struct evhttp_request;
 struct cmn_resolver;
 struct cmn_metrics;
-struct cmn_js;
+struct cmn_nats;
+struct cmn_jspub;
 struct gw_system;
 
 #define GW_SECRET_MAX 512
@@ -23,7 +24,9 @@ struct gw_system;
 struct gw_system_config {
     struct cmn_resolver *resolver; /* bound */
     struct cmn_metrics *metrics;   /* bound; NULL = /metrics renders nothing */
-    struct cmn_js *js;             /* bound; NULL = never ready */
+    struct cmn_nats *nats;         /* bound; NULL = never ready */
+    struct cmn_jspub *pub;         /* bound; NULL allowed (storage state unknown) */
+    const char *queue_name;        /* borrowed: label of the queue gauges */
     const char *default_ns;        /* copied */
     bool basic_auth;               /* protect the /system/... routes */
     const char *auth_user;         /* copied; required when basic_auth */
@@ -55,6 +58,18 @@ void gw_system_handle(struct gw_system *sys, struct evhttp_request *req,
 /* evhttp generic callback of the metrics listener (`arg` = the gw_system):
  * /metrics (any method) and GET /healthz; everything else 404. */
 void gw_system_metrics_request(struct evhttp_request *req, void *arg);
+
+/* Queue gauges exported on /metrics, copied from cmn_nats_stats_get at every
+ * scrape (the keeper thread refreshes them every few seconds), whether or not
+ * a worker runs. Label: queue="<stream>". */
+#define GW_M_QUEUE_PENDING "gateway_queue_pending_messages"
+#define GW_M_QUEUE_ACK_PENDING "gateway_queue_ack_pending_messages"
+#define GW_M_QUEUE_REDELIVERED "gateway_queue_redelivered_messages"
+#define GW_M_QUEUE_MESSAGES "gateway_queue_stream_messages"
+#define GW_M_DEAD_LETTERS "gateway_dead_letter_messages"
+
+/* Declares the queue gauges on `m`. Loop thread, at start-up. */
+void gw_system_declare_queue_metrics(struct cmn_metrics *m);
 
 /* Frees the module (secrets are wiped). NULL allowed. */
 void gw_system_free(struct gw_system *sys);

@@ -41,6 +41,8 @@ enum call_state {
     ST_INVOKING,      /* function transfer running (or about to) */
     ST_CALLBACK,      /* callback POST running */
     ST_CALLBACK_WAIT, /* callback back-off timer armed */
+    ST_DEAD_LETTER,   /* dead-letter copy published, awaiting the stream's answer */
+    ST_SETTLING,      /* final ack or term sent, awaiting the server's confirmation */
 };
 
 struct qw_call {
@@ -63,6 +65,8 @@ struct qw_call {
     int status;                   /* final function status (502/504 for transport/timeout) */
     char error[320];              /* X-Function-Error, "" when none */
     const char *dead_reason;      /* set: dead-letter and terminate when settling */
+    bool terminating;             /* ST_SETTLING: a term (else an ack) */
+    bool undecodable;             /* poison message (no call id) */
     double seconds;               /* receipt → end of invocation */
     int cb_attempt;
     struct cmn_headers cb_headers;
@@ -303,82 +307,144 @@ size_t qw_calls_count(const struct qw_calls *set)
 
 /* -------------------------------------------------------------- settling */
 
-static void settle(struct qw_call *c)
+/* The final ack or term: sent by the consumer's thread, re-sent until the
+ * server confirms it or the lease would be over; the call holds its slot
+ * (and keeps its lease renewed) until then. */
+static void confirm(struct qw_call *c, bool term)
+{
+    struct qw_calls *set = c->set;
+    struct cmn_err err;
+    c->state = ST_SETTLING;
+    c->terminating = term;
+    int64_t deadline = qw_now_ms() + set->env.cfg->ack_wait_ms;
+    enum cmn_status st = term ? cmn_jscons_term(set->env.cons, c->msg, deadline, c, &err)
+                              : cmn_jscons_ack(set->env.cons, c->msg, deadline, c, &err);
+    if (st != CMN_OK) {
+        LOG_ERROR(c->log_id, "%s failed error=\"%s\"; the call will be redelivered",
+                  term ? "term" : "ack", tidy(err.msg));
+        call_end(c);
+    }
+}
+
+static void on_confirmed(struct qw_call *c, const struct cmn_jscons_result *r)
+{
+    if (r->status != CMN_OK) {
+        LOG_ERROR(c->log_id,
+                  "%s not confirmed by NATS error=\"%s\"; the call will be redelivered "
+                  "after ack_wait",
+                  c->terminating ? "term" : "ack", r->detail);
+        call_end(c);
+        return;
+    }
+    seq_remember(c->set, c);
+    if (c->undecodable)
+        LOG_INFO(c->log_id, "done terminated");
+    else
+        LOG_INFO(c->log_id, "done status=%d %s", c->status,
+                 c->terminating ? "terminated" : "acked");
+    call_end(c);
+}
+
+static void dead_lettered(struct qw_call *c, const struct cmn_jspub_result *r);
+
+/* Publishes the dead-letter copy; the term follows once it is stored. */
+static void dead_letter(struct qw_call *c, const char *reason)
 {
     struct qw_calls *set = c->set;
     const struct qw_config *cfg = set->env.cfg;
     struct cmn_err err;
-    if (c->dead_reason) {
-        enum cmn_status st = cmn_js_dead_letter(set->env.js, c->msg, c->dead_reason, c->status,
-                                                (int)c->attempt, &err);
-        if (st == CMN_OK) {
-            cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
-            LOG_WARN(c->log_id,
-                     "dead-lettered reason=\"%s\" status=%d attempts=%" PRIu64 " stream=%s",
-                     c->dead_reason, c->status, c->attempt, cfg->dead_letter_stream);
-        } else if (st != CMN_ERR_INVALID) {
-            /* keep the call rather than lose it: it comes back as a final attempt */
-            LOG_ERROR(c->log_id,
-                      "dead-letter failed error=\"%s\"; handed back for redelivery "
-                      "in %" PRId64 "ms",
-                      tidy(err.msg), cfg->initial_retry_wait_ms);
-            if (cmn_js_msg_nak_delay(c->msg, cfg->initial_retry_wait_ms, &err) != CMN_OK)
-                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
-            call_end(c);
-            return;
-        } else {
-            LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; call dropped",
-                      tidy(err.msg));
-        }
-        if (cmn_js_msg_term(c->msg, &err) != CMN_OK) {
-            LOG_ERROR(c->log_id, "term failed error=\"%s\"", tidy(err.msg));
-        } else {
-            seq_remember(set, c);
-            LOG_INFO(c->log_id, "done status=%d terminated", c->status);
-        }
-    } else if (cmn_js_msg_ack(c->msg, &err) != CMN_OK) {
-        LOG_ERROR(c->log_id, "ack failed error=\"%s\"; the call will be redelivered",
-                  tidy(err.msg));
-    } else {
-        seq_remember(set, c);
-        LOG_INFO(c->log_id, "done status=%d acked", c->status);
+    if (cfg->dead_letter_stream == NULL || cfg->dead_letter_stream[0] == '\0') {
+        LOG_ERROR(c->log_id, "no dead_letter_stream configured: %s dropped",
+                  c->undecodable ? "message" : "call");
+        confirm(c, true);
+        return;
     }
-    call_end(c);
+    c->state = ST_DEAD_LETTER;
+    if (cmn_jspub_dead_letter(set->env.pub, cfg->dead_letter_stream, c->msg, reason, c->status,
+                              (int)c->attempt, c, &err) != CMN_OK) {
+        struct cmn_jspub_result r = {.token = c, .status = err.status, .detail = err.msg};
+        dead_lettered(c, &r);
+    }
+}
+
+static void dead_lettered(struct qw_call *c, const struct cmn_jspub_result *r)
+{
+    struct qw_calls *set = c->set;
+    const struct qw_config *cfg = set->env.cfg;
+    struct cmn_err err;
+    if (r->status != CMN_OK) {
+        /* keep the call rather than lose it: it comes back as a final attempt */
+        int64_t delay = cfg->initial_retry_wait_ms;
+        if (c->undecodable && delay < 1000)
+            delay = 1000;
+        char detail[256];
+        snprintf(detail, sizeof(detail), "%s", r->detail ? r->detail : "");
+        LOG_ERROR(c->log_id,
+                  "dead-letter failed error=\"%s\"; handed back for redelivery in %" PRId64 "ms",
+                  tidy(detail), delay);
+        if (cmn_jscons_nak(set->env.cons, c->msg, delay, &err) != CMN_OK)
+            LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
+        call_end(c);
+        return;
+    }
+    cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
+    LOG_WARN(c->log_id, "dead-lettered reason=\"%s\" status=%d attempts=%" PRIu64 " stream=%s",
+             c->undecodable ? c->error : c->dead_reason, c->status, c->attempt,
+             cfg->dead_letter_stream);
+    confirm(c, true);
+}
+
+static void settle(struct qw_call *c)
+{
+    if (c->dead_reason)
+        dead_letter(c, c->dead_reason);
+    else
+        confirm(c, false);
 }
 
 /* An undecodable message: dead-lettered as is, then terminated. */
 static void poison(struct qw_call *c, const char *why)
 {
-    struct qw_calls *set = c->set;
     char reason[300];
-    struct cmn_err err;
     snprintf(reason, sizeof(reason), "undecodable: %s", why);
     tidy(reason);
-    enum cmn_status st = cmn_js_dead_letter(set->env.js, c->msg, reason, 0, (int)c->attempt, &err);
-    if (st == CMN_OK) {
-        cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
-        LOG_WARN(c->log_id, "dead-lettered reason=\"%s\" status=0 attempts=%" PRIu64, reason,
-                 c->attempt);
-    } else if (st != CMN_ERR_INVALID) {
-        int64_t delay = set->env.cfg->initial_retry_wait_ms;
-        if (delay < 1000)
-            delay = 1000;
-        LOG_ERROR(c->log_id,
-                  "dead-letter failed error=\"%s\"; handed back for redelivery in "
-                  "%" PRId64 "ms",
-                  tidy(err.msg), delay);
-        if (cmn_js_msg_nak_delay(c->msg, delay, &err) != CMN_OK)
-            LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
-        call_end(c);
+    snprintf(c->error, sizeof(c->error), "%s", reason);
+    c->undecodable = true;
+    c->dead_reason = "undecodable";
+    c->status = 0;
+    struct cmn_err err;
+    const struct qw_config *cfg = c->set->env.cfg;
+    c->state = ST_DEAD_LETTER;
+    if (cfg->dead_letter_stream == NULL || cfg->dead_letter_stream[0] == '\0') {
+        LOG_ERROR(c->log_id, "no dead_letter_stream configured: message dropped");
+        confirm(c, true);
         return;
-    } else {
-        LOG_ERROR(c->log_id, "dead-letter impossible error=\"%s\"; message dropped", tidy(err.msg));
     }
-    if (cmn_js_msg_term(c->msg, &err) != CMN_OK)
-        LOG_ERROR(c->log_id, "term failed error=\"%s\"", tidy(err.msg));
-    else
-        LOG_INFO(c->log_id, "done terminated");
-    call_end(c);
+    if (cmn_jspub_dead_letter(c->set->env.pub, cfg->dead_letter_stream, c->msg, reason, 0,
+                              (int)c->attempt, c, &err) != CMN_OK) {
+        struct cmn_jspub_result r = {.token = c, .status = err.status, .detail = err.msg};
+        dead_lettered(c, &r);
+    }
+}
+
+static void on_cons_result(const struct cmn_jscons_result *r, void *closure)
+{
+    (void)closure;
+    if (r->token != NULL)
+        on_confirmed(r->token, r);
+}
+
+static void on_pub_result(const struct cmn_jspub_result *r, void *closure)
+{
+    (void)closure;
+    if (r->token != NULL)
+        dead_lettered(r->token, r);
+}
+
+void qw_calls_collect(struct qw_calls *set)
+{
+    cmn_jscons_complete(set->env.cons, on_cons_result, set);
+    cmn_jspub_complete(set->env.pub, on_pub_result, set);
 }
 
 /* -------------------------------------------------------------- callback */
@@ -525,7 +591,7 @@ static void schedule_retry(struct qw_call *c)
              "retry scheduled attempt=%" PRIu64 "/%" PRId64 " status=%d delay=%.3fs"
              " source=%s",
              c->attempt, cfg->max_retry_attempts + 1, c->status, (double)delay / 1000.0, source);
-    if (cmn_js_msg_nak_delay(c->msg, delay, &err) != CMN_OK)
+    if (cmn_jscons_nak(set->env.cons, c->msg, delay, &err) != CMN_OK)
         LOG_ERROR(c->log_id, "nak failed error=\"%s\"; redelivered after ack_wait instead",
                   tidy(err.msg));
     call_end(c);
@@ -701,7 +767,7 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
     struct qw_call *c = calloc(1, sizeof(*c));
     if (!c) {
         LOG_ERROR(NULL, "out of memory: message seq=%" PRIu64 " handed back", seq);
-        cmn_js_msg_nak_delay(msg, 1000, NULL);
+        cmn_jscons_nak(set->env.cons, msg, 1000, NULL);
         cmn_js_msg_free(msg);
         if (set->env.on_slot_free)
             set->env.on_slot_free(set->env.closure);
@@ -746,7 +812,8 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
              * ack was lost, e.g. the broker restarted right after delivering)
              * or is still running (the lease continues through the first
              * handle): never run it twice here. */
-            if (done && cmn_js_msg_ack(msg, &err) != CMN_OK)
+            if (done && cmn_jscons_ack(set->env.cons, msg, qw_now_ms() + cfg->ack_wait_ms, NULL,
+                                       &err) != CMN_OK)
                 LOG_WARN(c->log_id, "re-ack failed error=\"%s\"", tidy(err.msg));
             LOG_WARN(c->log_id,
                      "delivered again delivery=%" PRIu64 " seq=%" PRIu64
@@ -787,7 +854,7 @@ int64_t qw_calls_run_timers(struct qw_calls *set, int64_t now_ms)
         n = c->next;
         if (now_ms >= c->next_wip_ms) {
             struct cmn_err err;
-            if (cmn_js_msg_in_progress(c->msg, &err) != CMN_OK)
+            if (cmn_jscons_in_progress(set->env.cons, c->msg, &err) != CMN_OK)
                 LOG_WARN(c->log_id, "in-progress ack failed error=\"%s\"", tidy(err.msg));
             else
                 LOG_DEBUG(c->log_id, "lease renewed (+WIP)");
@@ -811,14 +878,17 @@ int64_t qw_calls_run_timers(struct qw_calls *set, int64_t now_ms)
 
 void qw_calls_abort_all(struct qw_calls *set)
 {
-    while (set->head) {
-        struct qw_call *c = set->head;
+    struct qw_call *c, *next;
+    for (c = set->head; c != NULL; c = next) {
+        next = c->next;
         struct cmn_err err;
+        if (c->state == ST_SETTLING || c->state == ST_DEAD_LETTER)
+            continue; /* settled already; only the server's answer is awaited */
         qw_http_cancel(c->xfer);
         c->xfer = NULL;
         if (c->state == ST_INVOKING) {
             double s = (double)(qw_now_ns() - c->received_ns) / 1e9;
-            if (cmn_js_msg_nak_delay(c->msg, 0, &err) != CMN_OK)
+            if (cmn_jscons_nak(set->env.cons, c->msg, 0, &err) != CMN_OK)
                 LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
             LOG_WARN(c->log_id,
                      "shutdown: invocation aborted after %.3fs, handed back for "
@@ -840,7 +910,7 @@ void qw_calls_hand_back(struct qw_calls *set, struct cmn_js_msg **msgp)
     *msgp = NULL;
     char id[64];
     snprintf(id, sizeof(id), "seq-%" PRIu64, cmn_js_msg_seq(msg));
-    if (cmn_js_msg_nak_delay(msg, 0, &err) != CMN_OK)
+    if (cmn_jscons_nak(set->env.cons, msg, 0, &err) != CMN_OK)
         LOG_ERROR(id, "nak failed error=\"%s\"", tidy(err.msg));
     else
         LOG_INFO(id, "shutdown: fetched message handed back unstarted");

@@ -1,7 +1,11 @@
 /* The per-call state machine of the queue-worker and the set of calls in
  * flight: decode → invoke → (retry via delayed NAK | final outcome → callback
  * with bounded retries → dead letter when exhausted → ack), with +WIP lease
- * renewal every ack_wait/3 for as long as a call is held.
+ * renewal every ack_wait/3 for as long as a call is held. NATS is never
+ * waited on: lease operations are queued to the consumer's thread, the final
+ * ack (or term) is confirmed by the server before the call counts as done,
+ * and a dead letter is published asynchronously; both outcomes come back
+ * through qw_calls_collect.
  *
  * Threads: everything here runs on the main thread (the one that runs
  * qw_http_run); the services in struct qw_call_env are borrowed.
@@ -26,7 +30,8 @@
 
 #include <stddef.h>
 #include <stdint.h>
-#include "cmn/js.h"
+#include "cmn/jsconsumer.h"
+#include "cmn/jspub.h"
 #include "cmn/metrics.h"
 #include "cmn/resolver.h"
 #include "config.h"
@@ -39,7 +44,8 @@ typedef void (*qw_slot_free_cb)(void *closure);
 /* Services the calls use; all borrowed, owned by main.c, outliving the set. */
 struct qw_call_env {
     const struct qw_config *cfg;
-    struct cmn_js *js;
+    struct cmn_jscons *cons; /* lease operations and confirmed acks */
+    struct cmn_jspub *pub;   /* dead letters */
     struct qw_http *http;
     struct cmn_resolver *resolver; /* NULL when gateway_invoke */
     struct cmn_metrics *metrics;
@@ -59,8 +65,7 @@ struct qw_calls *qw_calls_new(const struct qw_call_env *env);
 void qw_calls_free(struct qw_calls *calls);
 
 /* Starts processing `*msg` at once: takes the message (sets `*msg` to NULL).
- * Never fails: an undecodable message is dead-lettered and terminated here
- * (one synchronous dead-letter publish, bounded by the js publish timeout).
+ * Never fails: an undecodable message is dead-lettered, then terminated.
  * Main thread. */
 void qw_calls_start(struct qw_calls *calls, struct cmn_js_msg **msg);
 
@@ -69,14 +74,20 @@ void qw_calls_start(struct qw_calls *calls, struct cmn_js_msg **msg);
  * Never blocks except for the asynchronous lease sends. Main thread. */
 int64_t qw_calls_run_timers(struct qw_calls *calls, int64_t now_ms);
 
-/* Number of calls held (invoking, posting a callback or waiting to retry it). */
+/* Runs the NATS outcomes that arrived (ack/term confirmations, dead-letter
+ * publishes); call whenever the loop wakes. Main thread, never blocks. */
+void qw_calls_collect(struct qw_calls *calls);
+
+/* Number of calls held (invoking, posting a callback or waiting to retry it,
+ * or waiting for the server to confirm its settlement). */
 size_t qw_calls_count(const struct qw_calls *calls);
 
 /* Shutdown deadline: a call still invoking its function is aborted and NAK'd
  * with no delay so another replica starts it at once; a call whose function
  * already ran but whose callback is still pending gives up the callback (logged
  * and counted as a callback failure) and is settled as usual, so the function
- * never runs twice. Afterwards the set is empty. Main thread. */
+ * never runs twice. Afterwards only calls awaiting the server's confirmation
+ * of their settlement remain. Main thread. */
 void qw_calls_abort_all(struct qw_calls *calls);
 
 /* Releases a message the worker fetched but will not start (shutdown): NAK

@@ -59,6 +59,13 @@ static const struct cmn_config_entry table[] = {
      "callback POST attempts (back-off 1s, 2s, 4s ...) before giving up"},
     {"dead_letter_stream", CMN_CFG_STRING, "faas-request-dlq", 0, -1, F(dead_letter_stream), false,
      "stream receiving calls that exhausted their retries or cannot be decoded"},
+    {"stream_replicas", CMN_CFG_INT, "1", 1, 5, F(stream_replicas), false,
+     "replicas of the streams and the consumer (3 on a JetStream cluster)"},
+    {"max_ack_pending", CMN_CFG_INT, "-1", -1, 100000000, F(max_ack_pending), false,
+     "consumer cap on delivered, unacknowledged calls (-1 = none): calls parked for a retry "
+     "count against it, so a cap can stall every function behind one failing one"},
+    {"nats_ping_interval", CMN_CFG_DURATION, "1s", 100, 600 * SEC, F(nats_ping_interval_ms), false,
+     "ping period; a server silent for 2 pings is left for another"},
     {"metrics_port", CMN_CFG_INT, "8081", 0, 65535, F(metrics_port), false,
      "port of GET /healthz and GET /metrics; 0 = off"},
     {"drain_timeout", CMN_CFG_DURATION, "30s", 0, 3600 * SEC, F(drain_timeout_ms), false,
@@ -104,6 +111,9 @@ int qw_config_init(struct qw_config *cfg, int argc, char **argv)
         return code;
     if (cfg->max_retry_wait_ms < cfg->initial_retry_wait_ms)
         return invalid("max_retry_wait must be >= initial_retry_wait");
+    if (cfg->max_ack_pending == 0 ||
+        (cfg->max_ack_pending > 0 && cfg->max_ack_pending < cfg->max_inflight))
+        return invalid("max_ack_pending must be -1 (no cap) or at least max_inflight");
     if (!cfg->faas_nats_channel[0] || !cfg->faas_nats_queue_group[0])
         return invalid("faas_nats_channel and faas_nats_queue_group must not be empty");
     if (!cfg->gateway_invoke && !cfg->direct_functions &&

@@ -32,7 +32,10 @@ struct qw_config {
     int64_t callback_timeout_ms;
     int64_t callback_max_attempts;
     char *dead_letter_stream;
-    int64_t metrics_port; /* 0 = no health/metrics server */
+    int64_t stream_replicas;       /* streams, consumer: 1..5 */
+    int64_t max_ack_pending;       /* consumer cap, -1 = none */
+    int64_t nats_ping_interval_ms; /* a server silent for 2 pings is dropped */
+    int64_t metrics_port;          /* 0 = no health/metrics server */
     int64_t drain_timeout_ms;
     int64_t faas_max_reconnect;
     int64_t faas_reconnect_delay_ms;

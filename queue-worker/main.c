@@ -1,5 +1,5 @@
 /* queue-worker entry point: configuration, start-up, signals, the fetch thread
- * (the one caller of cmn_js_fetch, which fetches only for free slots) and the
+ * (the one caller of cmn_jscons_fetch, which fetches only for free slots) and the
  * main loop, which owns every call. The hand-off between the two threads is a
  * locked queue plus qw_http_wakeup; signals reach the loop through a self-pipe
  * that curl_multi_poll watches. */
@@ -18,7 +18,9 @@
 
 #include "call.h"
 #include "cmn/duration.h"
-#include "cmn/js.h"
+#include "cmn/jsconsumer.h"
+#include "cmn/jspub.h"
+#include "cmn/nats.h"
 #include "cmn/log.h"
 #include "cmn/metrics.h"
 #include "cmn/resolver.h"
@@ -31,10 +33,15 @@
 #define IDLE_POLL_MS 10000
 #define PUBLISH_TIMEOUT_MS 5000
 #define BURST_WAIT_MS 50
+/* After the drain deadline, how long settled calls may wait for the server's
+ * confirmation before the worker exits anyway (they are then redelivered). */
+#define SETTLE_GRACE_MS 2000
 
 struct worker {
     struct qw_config cfg;
-    struct cmn_js *js;
+    struct cmn_nats *nats;
+    struct cmn_jscons *cons;
+    struct cmn_jspub *pub;
     struct qw_http *http;
     struct cmn_resolver *resolver;
     struct cmn_metrics *metrics;
@@ -42,6 +49,7 @@ struct worker {
     struct qw_calls *calls;
     atomic_int health_state; /* enum qw_health_state */
     atomic_bool closed;      /* NATS reconnect budget exhausted */
+    atomic_bool fatal;       /* NATS set-up impossible (non-editable difference) */
     atomic_bool disconnected;
 
     /* fetch thread ↔ main thread hand-off, guarded by `lock` */
@@ -90,12 +98,12 @@ static int setup_signals(struct cmn_err *err)
 
 /* --------------------------------------------------------- NATS events */
 
-static void on_js_event(enum cmn_js_event event, const char *detail, void *closure)
+static void on_nats_event(enum cmn_nats_event event, const char *detail, void *closure)
 {
     struct worker *w = closure;
     const char *d = detail ? detail : "";
     switch (event) {
-    case CMN_JS_READY:
+    case CMN_NATS_READY:
         if (atomic_exchange(&w->disconnected, false)) {
             cmn_metrics_add(w->metrics, M_RECONNECTS, NULL, 1);
             LOG_INFO(NULL, "nats reconnected, consumer ready detail=\"%s\"", d);
@@ -104,7 +112,17 @@ static void on_js_event(enum cmn_js_event event, const char *detail, void *closu
         }
         atomic_store(&w->health_state, QW_HEALTH_READY);
         break;
-    case CMN_JS_DISCONNECTED:
+    case CMN_NATS_CHANGED:
+        LOG_INFO(NULL, "nats reconciled detail=\"%s\"", d);
+        break;
+    case CMN_NATS_NOT_READY:
+        atomic_store(&w->health_state, QW_HEALTH_RECONNECTING);
+        LOG_WARN(NULL, "nats not ready detail=\"%s\"", d);
+        break;
+    case CMN_NATS_CONNECT_FAILED:
+        LOG_WARN(NULL, "nats connect failed detail=\"%s\"", d);
+        break;
+    case CMN_NATS_DISCONNECTED:
         atomic_store(&w->disconnected, true);
         atomic_store(&w->health_state, QW_HEALTH_RECONNECTING);
         LOG_WARN(NULL,
@@ -112,13 +130,25 @@ static void on_js_event(enum cmn_js_event event, const char *detail, void *closu
                  "ms) detail=\"%s\"",
                  w->cfg.faas_max_reconnect, w->cfg.faas_reconnect_delay_ms, d);
         break;
-    case CMN_JS_CLOSED:
+    case CMN_NATS_FATAL:
+        atomic_store(&w->health_state, QW_HEALTH_DEAD);
+        atomic_store(&w->fatal, true);
+        LOG_ERROR(NULL, "nats set-up impossible, exiting detail=\"%s\"", d);
+        qw_http_wakeup(w->http);
+        break;
+    case CMN_NATS_CLOSED:
         atomic_store(&w->health_state, QW_HEALTH_DEAD);
         atomic_store(&w->closed, true);
         LOG_ERROR(NULL, "nats connection closed, reconnect budget exhausted detail=\"%s\"", d);
         qw_http_wakeup(w->http);
         break;
     }
+}
+
+static void wake_loop(void *closure)
+{
+    struct worker *w = closure;
+    qw_http_wakeup(w->http);
 }
 
 /* ------------------------------------------------------ the fetch thread */
@@ -165,9 +195,9 @@ static void *fetch_main(void *arg)
         struct cmn_err err;
         int count = 0;
         int64_t t0 = qw_now_ms();
-        enum cmn_status st = cmn_js_fetch(w->js, batch, wait, msgs, &count, &err);
-        /* "not connected" is already told by the connection events */
-        bool quiet = st == CMN_ERR_UNAVAILABLE;
+        enum cmn_status st = cmn_jscons_fetch(w->cons, batch, wait, msgs, &count, &err);
+        /* "not ready" and "not found" are already told by the NATS events */
+        bool quiet = st == CMN_ERR_UNAVAILABLE || st == CMN_ERR_NOT_FOUND;
         if (st != CMN_OK && !quiet && !failing)
             LOG_WARN(NULL, "fetch failed error=\"%s\" (%s); retrying", err.msg,
                      cmn_status_name(st));
@@ -253,7 +283,7 @@ static int run(struct worker *w)
         LOG_ERROR(NULL, "out of memory");
         return 1;
     }
-    bool draining = false;
+    bool draining = false, aborted = false;
     int64_t deadline = 0;
     int code = 0;
     for (;;) {
@@ -265,6 +295,15 @@ static int run(struct worker *w)
             code = 1;
             break;
         }
+        if (atomic_load(&w->fatal)) {
+            LOG_ERROR(NULL,
+                      "exiting: the NATS stream or consumer cannot be used as configured; "
+                      "%zu calls in flight will be redelivered after ack_wait",
+                      qw_calls_count(w->calls));
+            code = 1;
+            break;
+        }
+        qw_calls_collect(w->calls);
         bool fetch_done = false;
         int64_t n = take_fetched(w, batch, &fetch_done);
         for (int64_t i = 0; i < n; i++) {
@@ -276,13 +315,23 @@ static int run(struct worker *w)
         int64_t now = qw_now_ms();
         int64_t next = qw_calls_run_timers(w->calls, now);
         if (draining) {
-            if (now >= deadline && qw_calls_count(w->calls) > 0) {
+            if (now >= deadline && !aborted && qw_calls_count(w->calls) > 0) {
                 LOG_WARN(NULL, "shutdown: drain_timeout reached with %zu calls in flight",
                          qw_calls_count(w->calls));
                 qw_calls_abort_all(w->calls);
+                aborted = true;
             }
             if (qw_calls_count(w->calls) == 0 && fetch_done && n == 0)
                 break;
+            if (now >= deadline + SETTLE_GRACE_MS && fetch_done) {
+                LOG_WARN(NULL,
+                         "shutdown: %zu calls still await NATS's confirmation of their ack; "
+                         "they will be redelivered after ack_wait",
+                         qw_calls_count(w->calls));
+                break;
+            }
+            if (now >= deadline && deadline + SETTLE_GRACE_MS < next)
+                next = deadline + SETTLE_GRACE_MS;
             if (deadline < next)
                 next = deadline;
         }
@@ -317,6 +366,7 @@ static int run(struct worker *w)
             } else if (stop) {
                 LOG_WARN(NULL, "shutdown: second signal, handing back calls in flight now");
                 deadline = qw_now_ms();
+                aborted = false;
             }
         }
     }
@@ -342,7 +392,9 @@ static void shutdown_worker(struct worker *w)
     for (int64_t i = 0; w->queue && i < w->queue_len; i++)
         cmn_js_msg_free(w->queue[i]);
     qw_calls_free(w->calls);
-    cmn_js_free(w->js);
+    cmn_jscons_free(w->cons);
+    cmn_jspub_free(w->pub);
+    cmn_nats_free(w->nats);
     qw_health_free(w->health);
     qw_http_free(w->http);
     cmn_resolver_free(w->resolver);
@@ -405,41 +457,61 @@ static int start(struct worker *w)
         snprintf(host, sizeof(host), "unknown");
     host[sizeof(host) - 1] = '\0';
     snprintf(client, sizeof(client), "queue-worker@%s", host);
-    struct cmn_js_config jc = {
+    struct cmn_nats_config nc = {
         .url = url,
         .client_name = client,
         .stream = cfg->faas_nats_channel,
         .max_msg_bytes = cfg->max_body_bytes + 65536,
         .duplicate_window_ms = 120000,
+        .replicas = (int)cfg->stream_replicas,
         .dead_letter_stream =
             cfg->dead_letter_stream && cfg->dead_letter_stream[0] ? cfg->dead_letter_stream : NULL,
         .durable = cfg->faas_nats_queue_group,
+        .manage_consumer = true,
         .ack_wait_ms = cfg->ack_wait_ms,
+        .max_ack_pending = cfg->max_ack_pending,
         .max_reconnect = (int)cfg->faas_max_reconnect,
         .reconnect_wait_ms = cfg->faas_reconnect_delay_ms,
-        /* Bounds the synchronous dead-letter publish, which runs on the main
-         * loop: a slow NATS must not stall the +WIP of the other calls past
-         * their lease, so at most ack_wait/6 (within 0.5..5 s). */
-        .publish_timeout_ms = cfg->ack_wait_ms / 6 < 500                  ? 500
-                              : cfg->ack_wait_ms / 6 > PUBLISH_TIMEOUT_MS ? PUBLISH_TIMEOUT_MS
-                                                                          : cfg->ack_wait_ms / 6,
-        .max_pending_publishes = 16,
-        .on_event = on_js_event,
-        .on_publish = NULL,
+        .ping_interval_ms = cfg->nats_ping_interval_ms,
+        .refresh_interval_ms = 2000,
+        .on_event = on_nats_event,
         .closure = w,
     };
     LOG_INFO(NULL,
              "starting queue-worker version=%s channel=%s consumer=%s max_inflight=%" PRId64
-             " ack_wait=%s upstream_timeout=%s nats=%s invoke=%s",
+             " ack_wait=%s upstream_timeout=%s nats=%s replicas=%" PRId64 " invoke=%s",
              CFAAS_VERSION, cfg->faas_nats_channel, cfg->faas_nats_queue_group, cfg->max_inflight,
              cmn_duration_format(cfg->ack_wait_ms, ack, sizeof(ack)),
              cmn_duration_format(cfg->upstream_timeout_ms, up, sizeof(up)), url,
-             cfg->gateway_invoke ? "gateway" : "direct");
-    if (cmn_js_open(&jc, &w->js, &err) != CMN_OK) {
+             cfg->stream_replicas, cfg->gateway_invoke ? "gateway" : "direct");
+    if (cmn_nats_open(&nc, &w->nats, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "nats: %s", err.msg);
+        return err.status == CMN_ERR_INVALID ? 2 : 1;
+    }
+    /* An unconfirmed ack is sent again every ack_wait/6 (at most 1 s). */
+    int64_t resend = cfg->ack_wait_ms / 6 > 1000 ? 1000 : cfg->ack_wait_ms / 6;
+    struct cmn_jscons_config cc = {
+        .stream = cfg->faas_nats_channel,
+        .durable = cfg->faas_nats_queue_group,
+        .resend_ms = resend < 100 ? 100 : resend,
+        .wake = wake_loop,
+        .closure = w,
+    };
+    struct cmn_jspub_config pc = {
+        .subject = cfg->dead_letter_stream ? cfg->dead_letter_stream : "",
+        .timeout_ms = PUBLISH_TIMEOUT_MS,
+        .max_pending = (int)cfg->max_inflight + 16,
+        .send_on_caller = false,
+        .wake = wake_loop,
+        .closure = w,
+    };
+    if (cmn_jscons_new(w->nats, &cc, &w->cons, &err) != CMN_OK ||
+        cmn_jspub_new(w->nats, &pc, &w->pub, &err) != CMN_OK) {
         LOG_ERROR(NULL, "nats: %s", err.msg);
         return 1;
     }
-    env.js = w->js;
+    env.cons = w->cons;
+    env.pub = w->pub;
     w->calls = qw_calls_new(&env);
     if (!w->calls) {
         LOG_ERROR(NULL, "out of memory");
@@ -475,6 +547,7 @@ int main(int argc, char **argv)
     pthread_mutex_init(&w.lock, NULL);
     atomic_init(&w.health_state, QW_HEALTH_STARTING);
     atomic_init(&w.closed, false);
+    atomic_init(&w.fatal, false);
     atomic_init(&w.disconnected, false);
 
     code = start(&w);
