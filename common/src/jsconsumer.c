@@ -236,7 +236,8 @@ static enum cmn_status plain(struct cmn_jscons *c, const struct cmn_js_msg *msg,
 enum cmn_status cmn_jscons_in_progress(struct cmn_jscons *c, const struct cmn_js_msg *msg,
                                        struct cmn_err *err)
 {
-    return plain(c, msg, "+WIP", err);
+    /* JetStream's token for "in progress" is +WPI */
+    return plain(c, msg, "+WPI", err);
 }
 
 enum cmn_status cmn_jscons_nak(struct cmn_jscons *c, const struct cmn_js_msg *msg, int64_t delay_ms,

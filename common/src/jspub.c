@@ -141,10 +141,17 @@ static enum cmn_status size_check(struct cmn_jspub *pub, size_t body_len, size_t
     return CMN_OK;
 }
 
+/* A publish is taken while connected even when the keeper is reconciling:
+ * the tracker retries within the deadline, which bridges a leader election
+ * or a re-created stream. While the connection is down it is taken only in
+ * the first `timeout_ms` of the outage (a reconnect to another server may
+ * come in time); a longer outage is answered at once. */
 static enum cmn_status ready_check(struct cmn_jspub *pub, struct cmn_err *err)
 {
-    if (!cmn_nats_ready(pub->nats))
-        return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "NATS is not ready");
+    int64_t down = cmn_nats_down_ms(pub->nats);
+    if (down > pub->timeout_ms)
+        return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "NATS unreachable for %lld ms",
+                           (long long)down);
     return CMN_OK;
 }
 

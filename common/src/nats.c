@@ -40,6 +40,7 @@ struct cmn_nats {
 
     atomic_bool ready, connected, closed;
     atomic_int_fast64_t max_payload;
+    atomic_int_fast64_t down_since_ms; /* monotonic; 0 while connected */
     atomic_uint_fast64_t failed_passes;
 
     pthread_mutex_t smu; /* guards stats */
@@ -147,6 +148,7 @@ static void on_connected(natsConnection *nc, void *closure)
     struct cmn_nats *n = closure;
     atomic_store(&n->max_payload, natsConnection_GetMaxPayload(nc));
     atomic_store(&n->connected, true);
+    atomic_store(&n->down_since_ms, 0);
     atomic_store(&n->failed_passes, 0);
     request_setup(n, NULL);
 }
@@ -156,6 +158,8 @@ static void on_disconnected(natsConnection *nc, void *closure)
     (void)nc;
     struct cmn_nats *n = closure;
     bool was = atomic_exchange(&n->connected, false);
+    if (was)
+        atomic_store(&n->down_since_ms, cmn_nats_now_ms());
     atomic_store(&n->ready, false);
     if (was && !stopping(n) && !atomic_load(&n->closed))
         emit(n, CMN_NATS_DISCONNECTED, "connection to NATS lost, reconnecting");
@@ -755,6 +759,7 @@ enum cmn_status cmn_nats_open(const struct cmn_nats_config *config, struct cmn_n
     pthread_cond_init(&n->close_cv, NULL);
     struct cmn_nats_stats unknown = {-1, -1, -1, -1, -1, -1, -1};
     n->stats = unknown;
+    atomic_init(&n->down_since_ms, cmn_nats_now_ms());
     n->cfg = *config;
     n->url = strdup(config->url);
     n->client_name = strdup(config->client_name ? config->client_name : "cfaas");
@@ -872,6 +877,12 @@ bool cmn_nats_ready(const struct cmn_nats *n)
 bool cmn_nats_connected(const struct cmn_nats *n)
 {
     return atomic_load(&((struct cmn_nats *)n)->connected);
+}
+
+int64_t cmn_nats_down_ms(const struct cmn_nats *n)
+{
+    int64_t since = atomic_load(&((struct cmn_nats *)n)->down_since_ms);
+    return since == 0 ? 0 : cmn_nats_now_ms() - since;
 }
 
 int64_t cmn_nats_max_payload(const struct cmn_nats *n)

@@ -489,6 +489,14 @@ def test_nats_cluster_overlay(validator):
     routes = re.findall(r"nats://(nats-\d)\.nats-headless\.openfaas\.svc\.cluster\.local:6222", conf)
     assert sorted(routes) == ["nats-0", "nats-1", "nats-2"]
     assert find(objs, "PodDisruptionBudget", "nats") is not None
+    # the programs run with 3 replicas and every server, with no manual stream edit
+    for name in ("gateway", "queue-worker"):
+        _, c = the_container(objs, name)
+        env = env_of(c)
+        assert env["stream_replicas"] == "3", name
+        servers = env["nats_url"].split(",")
+        assert sorted(s.split("//")[1].split(".")[0] for s in servers) == \
+            ["nats-0", "nats-1", "nats-2"], env["nats_url"]
 
 
 def test_keda_overlay_watches_the_worker_consumer(validator):

@@ -69,7 +69,10 @@ void cmn_jspub_free(struct cmn_jspub *pub);
  * the Nats-Msg-Id) with `body` (copied, `body_len` bytes). On CMN_OK exactly
  * one completion carries `token`; on error none. Errors: CMN_ERR_INVALID (the
  * call cannot be encoded), CMN_ERR_TOO_LARGE (over the server's max payload),
- * CMN_ERR_UNAVAILABLE (not ready, or max_pending reached), CMN_ERR_NOMEM. */
+ * CMN_ERR_UNAVAILABLE (NATS unreachable for longer than timeout_ms, or
+ * max_pending reached), CMN_ERR_NOMEM. While connected (even while the
+ * keeper reconciles) or briefly disconnected, the publish is taken and
+ * retried within its deadline. */
 enum cmn_status cmn_jspub_call(struct cmn_jspub *pub, const struct cmn_call *call, const void *body,
                                size_t body_len, void *token, struct cmn_err *err);
 

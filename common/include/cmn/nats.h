@@ -97,6 +97,10 @@ bool cmn_nats_ready(const struct cmn_nats *nats);
 /* True while the TCP connection to some server is up. */
 bool cmn_nats_connected(const struct cmn_nats *nats);
 
+/* Milliseconds since the connection was lost (or since cmn_nats_open when it
+ * never connected); 0 while connected. */
+int64_t cmn_nats_down_ms(const struct cmn_nats *nats);
+
 /* Largest message the connected server accepts (bytes), 0 when unknown. */
 int64_t cmn_nats_max_payload(const struct cmn_nats *nats);
 
