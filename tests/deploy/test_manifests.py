@@ -33,7 +33,7 @@ EXPECTED_ENV = {
         "port", "metrics_port", "nats_url", "faas_nats_channel", "functions_file",
         "direct_functions", "direct_functions_suffix", "function_namespace", "max_body_bytes",
         "nats_publish_timeout", "upstream_timeout", "read_timeout", "write_timeout",
-        "basic_auth", "secret_mount_path", "log_level", "log_format",
+        "basic_auth", "secret_mount_path", "log_level", "log_format", "stream_replicas",
     },
     "queue-worker": {
         "nats_url", "faas_nats_channel", "faas_nats_queue_group", "faas_gateway_address",
@@ -42,7 +42,7 @@ EXPECTED_ENV = {
         "upstream_timeout", "max_retry_attempts", "initial_retry_wait", "max_retry_wait",
         "retry_http_codes", "callback_timeout", "callback_max_attempts", "dead_letter_stream",
         "metrics_port", "drain_timeout", "faas_max_reconnect", "faas_reconnect_delay",
-        "log_level", "log_format", "max_body_bytes",
+        "log_level", "log_format", "max_body_bytes", "stream_replicas",
     },
     "watchdog": {"fprocess", "port", "exec_timeout", "read_timeout", "write_timeout",
                  "max_body_bytes"},
@@ -53,7 +53,7 @@ DURATION_VARS = {
     "faas_reconnect_delay", "exec_timeout",
 }
 INT_VARS = {
-    "port", "metrics_port", "max_body_bytes", "faas_gateway_port", "max_inflight",
+    "port", "metrics_port", "max_body_bytes", "faas_gateway_port", "max_inflight", "stream_replicas",
     "max_retry_attempts", "callback_max_attempts", "faas_max_reconnect",
 }
 BOOL_VARS = {"direct_functions", "basic_auth", "gateway_invoke"}
@@ -408,9 +408,22 @@ def test_addresses_point_at_services(objs):
     for name in ("gateway", "queue-worker"):
         _, c = the_container(objs, name)
         env = env_of(c)
-        m = re.fullmatch(r"nats://([^:/]+):(\d+)", env["nats_url"])
-        assert m, env["nats_url"]
-        service_port(objs, m.group(1), int(m.group(2)))
+        for server in env["nats_url"].split(","):
+            m = re.fullmatch(r"nats://([^:/]+):(\d+)", server)
+            assert m, env["nats_url"]
+            host, port = m.group(1), int(m.group(2))
+            pod = re.fullmatch(r"([a-z0-9-]+)-(\d+)\.([a-z0-9-]+\.[a-z0-9-]+\.svc\.cluster\.local)",
+                               host)
+            if pod:
+                # a StatefulSet pod's own name through its headless Service
+                sts = find(objs, "StatefulSet", pod.group(1))
+                assert sts is not None, f"no StatefulSet for {host}"
+                assert int(pod.group(2)) < sts["spec"]["replicas"], host
+                svc = service_port(objs, pod.group(3), port)
+                assert svc["spec"].get("clusterIP") == "None", f"{pod.group(3)} is not headless"
+                assert sts["spec"]["serviceName"] == svc["metadata"]["name"], host
+            else:
+                service_port(objs, host, port)
         if env.get("direct_functions") == "true":
             assert env["direct_functions_suffix"] == "svc.cluster.local"
             assert env["function_namespace"] == "openfaas-fn"
