@@ -14,7 +14,7 @@
 
 #define BUCKETS 4096 /* ids are sequential: id % BUCKETS spreads them evenly */
 #define TICK_MS 20
-#define MAX_TOMBSTONES 65536
+#define MAX_TOMBSTONES 4096
 
 enum req_state {
     R_WAIT, /* to be sent at `at_ms` (connection down, or after a retry verdict) */
