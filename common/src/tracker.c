@@ -54,6 +54,7 @@ struct tracker {
     pthread_cond_t cv; /* CLOCK_MONOTONIC */
     pthread_t thread;
     bool started, stop;
+    bool work; /* something was queued since the last pass: no wait before the next */
     struct req *buckets[BUCKETS];
     struct req *live_head, *live_tail;
     size_t live;
@@ -342,8 +343,10 @@ static void *thread_main(void *arg)
             wake_owner(t);
             pthread_mutex_lock(&t->mu);
         }
-        if (t->stop || t->plain_head != NULL)
+        if (t->stop || t->plain_head != NULL || t->work) {
+            t->work = false;
             continue;
+        }
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
         ts.tv_nsec += TICK_MS * 1000000L;
@@ -489,6 +492,7 @@ enum cmn_status tracker_submit(struct tracker *t, uint64_t id, natsMsg **msg, in
     } else {
         q->state = R_WAIT;
         q->at_ms = now;
+        t->work = true; /* a signal sent while the thread is busy would be lost */
         pthread_cond_signal(&t->cv);
     }
     pthread_mutex_unlock(&t->mu);
@@ -516,6 +520,7 @@ enum cmn_status tracker_plain(struct tracker *t, const char *subject, const void
     else
         t->plain_head = p;
     t->plain_tail = p;
+    t->work = true;
     pthread_cond_signal(&t->cv);
     pthread_mutex_unlock(&t->mu);
     return CMN_OK;
