@@ -428,7 +428,7 @@ int main(int argc, char **argv)
                                    .max_reconnect = -1,
                                    .reconnect_wait_ms = 1000,
                                    .ping_interval_ms = gw.cfg.nats_ping_interval,
-                                   .refresh_interval_ms = 2000,
+                                   .refresh_interval_ms = 1000,
                                    .on_event = gw_async_on_event,
                                    .closure = gw.async};
     if (cmn_nats_open(&ncfg, &gw.nats, &err) != CMN_OK) {

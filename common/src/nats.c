@@ -348,9 +348,9 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
             out = api_failure(err, "create stream", &r);
             if (out == REC_FATAL)
                 cmn_err_set(err, CMN_ERR_INVALID, r.err_code,
-                            "stream %s: stream_replicas=%d but the server is not clustered (%s); "
-                            "set stream_replicas=1 or run a JetStream cluster",
-                            name, n->cfg.replicas, r.text);
+                            "stream %s: stream_replicas=%d but the server is not clustered; set "
+                            "stream_replicas=1 or run a JetStream cluster",
+                            name, n->cfg.replicas);
         }
         goto out;
     }
@@ -371,11 +371,10 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
         if (strcmp(h, w) != 0) {
             json_t *state = json_object_get(r.doc, "state");
             cmn_err_set(err, CMN_ERR_INVALID, 0,
-                        "stream %s has %s=%s but %s=%s is required and cannot be edited; it "
-                        "holds %" PRId64 " messages and is left untouched: drain it, then "
-                        "delete it (nats stream rm %s) so it is created again, or use "
-                        "another stream name (faas_nats_channel)",
-                        name, fields[i], h, fields[i], w, jint(state, "messages", 0), name);
+                        "stream %s: %s=%s, not %s (not editable); left as is with %" PRId64
+                        " messages: drain it and run `nats stream rm %s`, or use another "
+                        "faas_nats_channel",
+                        name, fields[i], h, w, jint(state, "messages", 0), name);
             out = REC_FATAL;
             goto out;
         }
@@ -481,11 +480,9 @@ static enum rec reconcile_consumer(struct cmn_nats *n, struct cmn_err *err)
         json_t *have = json_object_get(r.doc, "config");
         if (jstr(have, "deliver_subject")[0] != '\0') {
             cmn_err_set(err, CMN_ERR_INVALID, 0,
-                        "consumer %s on stream %s is a push consumer (deliver_subject %s); a "
-                        "pull consumer is required and a consumer cannot be converted: delete "
-                        "it (nats consumer rm %s %s) so it is created again",
-                        n->durable, n->stream, jstr(have, "deliver_subject"), n->stream,
-                        n->durable);
+                        "consumer %s: a push consumer (deliver_subject), not a pull one (not "
+                        "editable): run `nats consumer rm %s %s` so it is created again",
+                        n->durable, n->stream, n->durable);
             out = REC_FATAL;
             goto out;
         }
