@@ -162,3 +162,18 @@ def watchdog(registry, log_dir):
         return wd.start().wait_ready()
 
     return make
+
+
+def pytest_configure(config):
+    config.addinivalue_line("markers", "cluster: needs a 3-node nats-server cluster "
+                                       "(cluster.py; deselect with -m 'not cluster')")
+
+
+@pytest.fixture
+def cluster_stack(stack):
+    """An unstarted Stack on a 3-node JetStream cluster (stack.nats_cluster, also stack.nats
+    once started): gateway and workers get nats_url=<the 3 URLs, comma separated> and
+    stream_replicas=3. Call stack.start(...) as with `stack`."""
+    import cluster
+    cluster.use_cluster(stack)
+    return stack

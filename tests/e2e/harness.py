@@ -834,6 +834,8 @@ class Stack:
         self.functions_file = os.path.join(self.dir, "functions.json")
         self.worker_env = {}
         self.gateway_env = {}
+        # A cluster.NatsCluster to use instead of one nats-server (see cluster.use_cluster).
+        self.nats_cluster = None
 
     # -- building
     def add_fixture_function(self, kind, name=None):
@@ -866,10 +868,15 @@ class Stack:
             else:
                 self.add_watchdog(name, spec["fprocess"], spec.get("env"))
         write_functions_file(self.functions_file, self.function_urls())
-        self.nats = NatsServer(self.log_dir, store_dir=os.path.join(self.dir, "nats-store"),
-                               extra_args=nats_args)
-        self.registry.add(self.nats)
-        self.nats.start()
+        if self.nats_cluster is not None:
+            self.nats = self.nats_cluster  # url = comma-separated list of its servers
+            if not self.nats.started:
+                self.nats.start()
+        else:
+            self.nats = NatsServer(self.log_dir, store_dir=os.path.join(self.dir, "nats-store"),
+                                   extra_args=nats_args)
+            self.registry.add(self.nats)
+            self.nats.start()
         self.gateway_env = dict(self.DEFAULT_GATEWAY_ENV)
         self.gateway_env.update(gateway_env or {})
         if gateway:
