@@ -422,7 +422,7 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
             out = REC_RETRY;
         } else if (r.code != 0) {
             char what[400];
-            snprintf(what, sizeof(what), "update stream %s (%s)", name, changes);
+            snprintf(what, sizeof(what), "update stream %.64s (%.300s)", name, changes);
             out = api_failure(err, what, &r);
             if (r.err_code == JSStreamReplicasNotSupportedErr ||
                 r.err_code == JSStreamReplicasNotUpdatableErr)
@@ -540,8 +540,9 @@ static enum rec reconcile_consumer(struct cmn_nats *n, struct cmn_err *err)
         } else if (r.code != 0 && r.err_code != JSConsumerNameExistErr &&
                    r.err_code != JSConsumerExistingActiveErr) {
             char what[700];
-            snprintf(what, sizeof(what), "%s consumer %s%s%s%s", changes[0] ? "update" : "create",
-                     n->durable, changes[0] ? " (" : "", changes, changes[0] ? ")" : "");
+            snprintf(what, sizeof(what), "%s consumer %.64s%s%.300s%s",
+                     changes[0] ? "update" : "create", n->durable, changes[0] ? " (" : "", changes,
+                     changes[0] ? ")" : "");
             out = api_failure(err, what, &r);
             /* an edit the server refuses is not editable on this server */
             if (changes[0] != '\0' && r.code == 400)
