@@ -36,6 +36,7 @@
 #define M_DEAD "queue_worker_dead_letters_total"
 #define M_CALLBACKS "queue_worker_callbacks_total"
 #define M_CALLBACK_FAILURES "queue_worker_callback_failures_total"
+#define M_UNCONFIRMED "queue_worker_ack_unconfirmed_total"
 
 enum call_state {
     ST_INVOKING,      /* function transfer running (or about to) */
@@ -286,6 +287,10 @@ struct qw_calls *qw_calls_new(const struct qw_call_env *env)
     cmn_metrics_add(m, M_RETRIES, NULL, 0);
     cmn_metrics_add(m, M_DEAD, NULL, 0);
     cmn_metrics_add(m, M_CALLBACK_FAILURES, NULL, 0);
+    cmn_metrics_declare(m, M_UNCONFIRMED, CMN_METRIC_COUNTER,
+                        "Final acks or terms NATS never confirmed within ack_wait (the call is "
+                        "delivered again)");
+    cmn_metrics_add(m, M_UNCONFIRMED, NULL, 0);
     return set;
 }
 
@@ -329,6 +334,7 @@ static void confirm(struct qw_call *c, bool term)
 static void on_confirmed(struct qw_call *c, const struct cmn_jscons_result *r)
 {
     if (r->status != CMN_OK) {
+        cmn_metrics_add(c->set->env.metrics, M_UNCONFIRMED, NULL, 1);
         LOG_ERROR(c->log_id,
                   "%s not confirmed by NATS error=\"%s\"; the call will be redelivered "
                   "after ack_wait",
