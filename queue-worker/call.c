@@ -67,6 +67,7 @@ struct qw_call {
     char error[320];              /* X-Function-Error, "" when none */
     const char *dead_reason;      /* set: dead-letter and terminate when settling */
     bool terminating;             /* ST_SETTLING: a term (else an ack) */
+    bool slot_released;           /* ST_SETTLING: its max_inflight slot is free already */
     bool undecodable;             /* poison message (no call id) */
     double seconds;               /* receipt → end of invocation */
     int cb_attempt;
@@ -255,9 +256,10 @@ static void call_end(struct qw_call *c)
     qw_http_response_free(&c->resp);
     qw_http_response_free(&c->cb_resp);
     free(c->url);
+    bool slot = !c->slot_released;
     free(c);
     cmn_metrics_set(set->env.metrics, M_INFLIGHT, NULL, (double)set->count);
-    if (set->env.on_slot_free)
+    if (slot && set->env.on_slot_free)
         set->env.on_slot_free(set->env.closure);
 }
 
@@ -313,8 +315,10 @@ size_t qw_calls_count(const struct qw_calls *set)
 /* -------------------------------------------------------------- settling */
 
 /* The final ack or term: sent by the consumer's thread, re-sent until the
- * server confirms it or the lease would be over; the call holds its slot
- * (and keeps its lease renewed) until then. */
+ * server confirms it or the lease would be over. The call stays (keeping its
+ * lease renewed, counted as held for the drain) until then, but its slot is
+ * given to the next call at once: the work is done, only the answer is
+ * awaited, and a round trip per call must not cap the drain rate. */
 static void confirm(struct qw_call *c, bool term)
 {
     struct qw_calls *set = c->set;
@@ -328,7 +332,16 @@ static void confirm(struct qw_call *c, bool term)
         LOG_ERROR(c->log_id, "%s failed error=\"%s\"; the call will be redelivered",
                   term ? "term" : "ack", tidy(err.msg));
         call_end(c);
+        return;
     }
+    /* the bodies are not needed any more */
+    qw_http_response_free(&c->resp);
+    qw_http_response_free(&c->cb_resp);
+    cmn_headers_free(&c->req_headers);
+    cmn_headers_free(&c->cb_headers);
+    c->slot_released = true;
+    if (set->env.on_slot_free)
+        set->env.on_slot_free(set->env.closure);
 }
 
 static void on_confirmed(struct qw_call *c, const struct cmn_jscons_result *r)
