@@ -346,16 +346,17 @@ static void confirm(struct qw_call *c, bool term)
 
 static void on_confirmed(struct qw_call *c, const struct cmn_jscons_result *r)
 {
+    /* this worker ran it either way: a redelivery here is settled, not run */
+    seq_remember(c->set, c);
     if (r->status != CMN_OK) {
         cmn_metrics_add(c->set->env.metrics, M_UNCONFIRMED, NULL, 1);
         LOG_ERROR(c->log_id,
-                  "%s not confirmed by NATS error=\"%s\"; the call will be redelivered "
-                  "after ack_wait",
+                  "%s not confirmed by NATS error=\"%s\"; if it is delivered again, this "
+                  "worker settles it without running it",
                   c->terminating ? "term" : "ack", r->detail);
         call_end(c);
         return;
     }
-    seq_remember(c->set, c);
     if (c->undecodable)
         LOG_INFO(c->log_id, "done terminated");
     else
@@ -391,6 +392,17 @@ static void dead_lettered(struct qw_call *c, const struct cmn_jspub_result *r)
     struct qw_calls *set = c->set;
     const struct qw_config *cfg = set->env.cfg;
     struct cmn_err err;
+    if (r->status == CMN_ERR_TOO_LARGE || r->status == CMN_ERR_INVALID ||
+        r->status == CMN_ERR_NATS) {
+        /* the dead-letter stream refuses this copy for good (too large with the
+         * dead-letter headers, refused): handing it back would loop forever */
+        char detail[256];
+        snprintf(detail, sizeof(detail), "%s", r->detail ? r->detail : "");
+        LOG_ERROR(c->log_id, "dead-letter refused error=\"%s\" (%s); terminated without a copy",
+                  tidy(detail), cmn_status_name(r->status));
+        confirm(c, true);
+        return;
+    }
     if (r->status != CMN_OK) {
         /* keep the call rather than lose it: it comes back as a final attempt */
         int64_t delay = cfg->initial_retry_wait_ms;

@@ -473,7 +473,7 @@ static int start(struct worker *w)
         .max_reconnect = (int)cfg->faas_max_reconnect,
         .reconnect_wait_ms = cfg->faas_reconnect_delay_ms,
         .ping_interval_ms = cfg->nats_ping_interval_ms,
-        .refresh_interval_ms = 2000,
+        .refresh_interval_ms = 1000,
         .on_event = on_nats_event,
         .closure = w,
     };

@@ -15,6 +15,7 @@
 #include "nats_priv.h"
 
 #define MAX_UNCONFIRMED 65536
+#define FAST_TIMEOUT_PAUSE_MS 50
 
 struct cmn_jscons {
     struct cmn_nats *nats;
@@ -28,7 +29,14 @@ struct cmn_jscons {
 
 natsMsg *cmn_js_msg_raw(const struct cmn_js_msg *msg)
 {
-    return (natsMsg *)(void *)msg;
+    return msg->m;
+}
+
+/* An ack or term is only sent in the epoch its message was fetched in. */
+static bool same_epoch(uint64_t tag, void *closure)
+{
+    struct cmn_jscons *c = closure;
+    return tag == cmn_nats_epoch(c->nats);
 }
 
 static void sleep_ms(int64_t ms)
@@ -86,6 +94,7 @@ enum cmn_status cmn_jscons_new(struct cmn_nats *nats, const struct cmn_jscons_co
         .late_ms = 0,
         .classify = classify_ack,
         .classify_closure = c,
+        .still_valid = same_epoch,
         .wake = config->wake,
         .wake_closure = config->closure,
     };
@@ -103,15 +112,11 @@ void cmn_jscons_free(struct cmn_jscons *c)
 {
     if (c == NULL)
         return;
-    if (c->tracker != NULL) {
-        /* let queued fire-and-forget operations (NAKs at shutdown) go out */
-        for (int i = 0; i < 50 && cmn_nats_connected(c->nats); i++) {
-            if (tracker_live(c->tracker) == 0)
-                break;
+    if (c->tracker != NULL && cmn_nats_connected(c->nats)) {
+        /* acks awaiting confirmation get a moment (the worker's drain already
+         * waited for them); tracker_free sends the queued NAKs */
+        for (int i = 0; i < 25 && tracker_live(c->tracker) > 0; i++)
             sleep_ms(20);
-        }
-        sleep_ms(20);
-        natsConnection_FlushTimeout(cmn_nats_conn(c->nats), 1000);
     }
     tracker_free(c->tracker);
     natsSubscription_Destroy(c->sub);
@@ -163,8 +168,12 @@ enum cmn_status cmn_jscons_fetch(struct cmn_jscons *c, int batch, int64_t wait_m
     s = natsSubscription_FetchRequest(&list, c->sub, &req);
     if (s == NATS_TIMEOUT || (s == NATS_OK && list.Count == 0)) {
         natsMsgList_Destroy(&list);
-        /* an idle worker must not spin on an immediate timeout (DESIGN §9) */
-        sleep_ms(wait_ms - (cmn_nats_now_ms() - started));
+        /* nats.c 3.4.1 can return at once on the stale timeout of the previous
+         * pull while this pull still waits at the server: an idle worker must
+         * not spin (DESIGN §9), but a message for that pull must not wait out
+         * the whole `wait_ms` either, so pause briefly and ask again. */
+        int64_t left = wait_ms - (cmn_nats_now_ms() - started);
+        sleep_ms(left > FAST_TIMEOUT_PAUSE_MS ? FAST_TIMEOUT_PAUSE_MS : left);
         return CMN_OK;
     }
     if (s != NATS_OK) {
@@ -183,9 +192,14 @@ enum cmn_status cmn_jscons_fetch(struct cmn_jscons *c, int batch, int64_t wait_m
         return st;
     }
     int n = 0;
+    uint64_t epoch = cmn_nats_epoch(c->nats);
     for (int i = 0; i < list.Count; i++) {
-        if (n < batch) {
-            msgs[n++] = (struct cmn_js_msg *)list.Msgs[i];
+        struct cmn_js_msg *w = n < batch ? malloc(sizeof(*w)) : NULL;
+        if (w != NULL) {
+            /* not taken on allocation failure: redelivered after ack_wait */
+            w->m = list.Msgs[i];
+            w->epoch = epoch;
+            msgs[n++] = w;
             list.Msgs[i] = NULL;
         }
     }
@@ -209,7 +223,7 @@ static enum cmn_status confirmed(struct cmn_jscons *c, const struct cmn_js_msg *
     natsStatus s = natsMsg_Create(&m, to, reply, what, (int)strlen(what));
     if (s != NATS_OK)
         return cmn_nats_err(err, s, "ack message");
-    return tracker_submit(c->tracker, id, &m, deadline_ms, token, NULL, err);
+    return tracker_submit(c->tracker, id, &m, deadline_ms, token, NULL, msg->epoch, err);
 }
 
 enum cmn_status cmn_jscons_ack(struct cmn_jscons *c, const struct cmn_js_msg *msg,
@@ -230,6 +244,10 @@ static enum cmn_status plain(struct cmn_jscons *c, const struct cmn_js_msg *msg,
     const char *to = natsMsg_GetReply(cmn_js_msg_raw(msg));
     if (to == NULL || to[0] == '\0')
         return cmn_err_set(err, CMN_ERR_INVALID, 0, "message has no reply subject");
+    /* a +WPI or NAK for a message of a re-created stream would touch the new
+     * stream's message with the same sequence: the old message is gone anyway */
+    if (msg->epoch != cmn_nats_epoch(c->nats))
+        return CMN_OK;
     return tracker_plain(c->tracker, to, what, strlen(what), err);
 }
 
@@ -341,6 +359,8 @@ uint64_t cmn_js_msg_seq(const struct cmn_js_msg *msg)
 
 void cmn_js_msg_free(struct cmn_js_msg *msg)
 {
-    if (msg != NULL)
-        natsMsg_Destroy(cmn_js_msg_raw(msg));
+    if (msg != NULL) {
+        natsMsg_Destroy(msg->m);
+        free(msg);
+    }
 }

@@ -198,7 +198,7 @@ enum cmn_status cmn_jspub_call(struct cmn_jspub *pub, const struct cmn_call *cal
         return st;
     }
     return tracker_submit(pub->tracker, id, &ms.msg, cmn_nats_now_ms() + pub->timeout_ms, token,
-                          call->call_id, err);
+                          call->call_id, 0, err);
 }
 
 enum cmn_status cmn_jspub_dead_letter(struct cmn_jspub *pub, const char *stream,
@@ -221,6 +221,16 @@ enum cmn_status cmn_jspub_dead_letter(struct cmn_jspub *pub, const char *stream,
         if (st != CMN_OK)
             goto out;
     }
+    /* An id of this dead-lettering (one per delivery), so that a copy sent
+     * again while its answer is late is stored once. */
+    struct cmn_js_msg_info info;
+    cmn_js_msg_info(msg, &info);
+    char dl_id[200];
+    snprintf(dl_id, sizeof(dl_id), "dl.%llu.%llu.%.128s", (unsigned long long)info.seq,
+             (unsigned long long)info.delivered, label);
+    st = cmn_headers_set(&h, CMN_HDR_MSG_ID, dl_id);
+    if (st != CMN_OK)
+        goto out;
     char status[16], count[16], safe_reason[512];
     snprintf(status, sizeof(status), "%d", last_status);
     snprintf(count, sizeof(count), "%d", attempts);
@@ -254,7 +264,7 @@ enum cmn_status cmn_jspub_dead_letter(struct cmn_jspub *pub, const char *stream,
     if (st != CMN_OK)
         goto out;
     st = tracker_submit(pub->tracker, rid, &dm, cmn_nats_now_ms() + pub->timeout_ms, token, label,
-                        err);
+                        0, err);
 out:
     natsMsg_Destroy(dm);
     cmn_headers_free(&h);

@@ -45,6 +45,11 @@ struct cmn_nats {
 
     pthread_mutex_t smu; /* guards stats */
     struct cmn_nats_stats stats;
+
+    /* keeper thread only: creation times last seen, to notice re-creation */
+    char stream_created[64], consumer_created[64];
+    atomic_uint_fast64_t epoch;
+    atomic_bool told_ready; /* READY was reported since the last NOT_READY/DISCONNECTED */
 };
 
 static const char *const event_names[] = {"ready",   "not-ready", "disconnected", "connect-failed",
@@ -161,6 +166,7 @@ static void on_disconnected(natsConnection *nc, void *closure)
     if (was)
         atomic_store(&n->down_since_ms, cmn_nats_now_ms());
     atomic_store(&n->ready, false);
+    atomic_store(&n->told_ready, false);
     if (was && !stopping(n) && !atomic_load(&n->closed))
         emit(n, CMN_NATS_DISCONNECTED, "connection to NATS lost, reconnecting");
 }
@@ -257,6 +263,19 @@ static const char *jstr(json_t *obj, const char *key)
     return s != NULL ? s : "";
 }
 
+/* Bumps the epoch when an object's creation time differs from the last one
+ * seen: the stream or consumer was deleted and created again (by us or by
+ * anyone), so sequences and delivery state start over. */
+static void note_created(struct cmn_nats *n, char *seen, size_t size, json_t *info)
+{
+    const char *created = json_string_value(json_object_get(info, "created"));
+    if (created == NULL || created[0] == '\0')
+        return;
+    if (seen[0] != '\0' && strcmp(seen, created) != 0)
+        atomic_fetch_add(&n->epoch, 1);
+    snprintf(seen, size, "%s", created);
+}
+
 /* Appends "field old -> new" to the change list. */
 static void note_change(char *buf, size_t size, const char *field, const char *from, const char *to)
 {
@@ -344,6 +363,8 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
         snprintf(subject, sizeof(subject), "$JS.API.STREAM.CREATE.%s", name);
         if (api(n, subject, want, &r, err) != CMN_OK) {
             out = REC_RETRY;
+        } else if (r.code == 0 && work_queue) {
+            note_created(n, n->stream_created, sizeof(n->stream_created), r.doc);
         } else if (r.code != 0 && r.err_code != JSStreamNameExistErr) {
             out = api_failure(err, "create stream", &r);
             if (out == REC_FATAL)
@@ -358,6 +379,8 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
         out = api_failure(err, "stream info", &r);
         goto out;
     }
+    if (work_queue)
+        note_created(n, n->stream_created, sizeof(n->stream_created), r.doc);
     json_t *have = json_object_get(r.doc, "config");
     if (!json_is_object(have)) {
         cmn_err_set(err, CMN_ERR_NATS, 0, "stream %s: info without config", name);
@@ -413,6 +436,25 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
             fmt_int(wv, b, sizeof(b));
             note_change(changes, sizeof(changes), "max_msg_size", a, b);
             json_object_set_new(update, "max_msg_size", json_integer(wv));
+        }
+        /* limits that silently drop queued calls */
+        hv = jint(have, "max_age", 0);
+        if (hv != 0) {
+            fmt_ns(hv, a, sizeof(a));
+            note_change(changes, sizeof(changes), "max_age", a, "0 (none)");
+            json_object_set_new(update, "max_age", json_integer(0));
+        }
+        hv = jint(have, "max_msgs_per_subject", -1);
+        if (hv > 0) {
+            fmt_int(hv, a, sizeof(a));
+            note_change(changes, sizeof(changes), "max_msgs_per_subject", a, "-1");
+            json_object_set_new(update, "max_msgs_per_subject", json_integer(-1));
+        }
+        bool capped = jint(have, "max_msgs", -1) > 0 || jint(have, "max_bytes", -1) > 0;
+        if (capped && strcmp(jstr(have, "discard"), "new") != 0) {
+            /* a full stream must refuse new calls (503), not drop queued ones */
+            note_change(changes, sizeof(changes), "discard", jstr(have, "discard"), "new");
+            json_object_set_new(update, "discard", json_string("new"));
         }
     }
     if (changes[0] != '\0') {
@@ -477,6 +519,7 @@ static enum rec reconcile_consumer(struct cmn_nats *n, struct cmn_err *err)
         out = api_failure(err, "consumer info", &r);
         goto out;
     } else {
+        note_created(n, n->consumer_created, sizeof(n->consumer_created), r.doc);
         json_t *have = json_object_get(r.doc, "config");
         if (jstr(have, "deliver_subject")[0] != '\0') {
             cmn_err_set(err, CMN_ERR_INVALID, 0,
@@ -521,6 +564,15 @@ static enum rec reconcile_consumer(struct cmn_nats *n, struct cmn_err *err)
             note_change(changes, sizeof(changes), "max_deliver", a, "-1");
             json_object_set_new(update, "max_deliver", json_integer(-1));
         }
+        if (json_is_true(json_object_get(have, "headers_only"))) {
+            note_change(changes, sizeof(changes), "headers_only", "true", "false");
+            json_object_set_new(update, "headers_only", json_false());
+        }
+        const char *filter = jstr(have, "filter_subject");
+        if (filter[0] != '\0' && strcmp(filter, n->stream) != 0) {
+            note_change(changes, sizeof(changes), "filter_subject", filter, "(none)");
+            json_object_del(update, "filter_subject");
+        }
         hv = jint(have, "num_replicas", 0);
         if (hv != 0 && hv != n->cfg.replicas) {
             fmt_int(hv, a, sizeof(a));
@@ -547,11 +599,15 @@ static enum rec reconcile_consumer(struct cmn_nats *n, struct cmn_err *err)
             /* an edit the server refuses is not editable on this server */
             if (changes[0] != '\0' && r.code == 400)
                 out = REC_FATAL;
-        } else if (changes[0] != '\0') {
-            char detail[800];
-            snprintf(detail, sizeof(detail), "consumer %s on stream %s updated: %s", n->durable,
-                     n->stream, changes);
-            emit(n, CMN_NATS_CHANGED, detail);
+        } else {
+            if (r.code == 0)
+                note_created(n, n->consumer_created, sizeof(n->consumer_created), r.doc);
+            if (changes[0] != '\0') {
+                char detail[800];
+                snprintf(detail, sizeof(detail), "consumer %s on stream %s updated: %s", n->durable,
+                         n->stream, changes);
+                emit(n, CMN_NATS_CHANGED, detail);
+            }
         }
     }
 out:
@@ -577,6 +633,15 @@ static bool refresh(struct cmn_nats *n, char *why, size_t size)
             json_t *st = json_object_get(r.doc, "state");
             s.stream_messages = jint(st, "messages", -1);
             s.stream_bytes = jint(st, "bytes", -1);
+            note_created(n, n->stream_created, sizeof(n->stream_created), r.doc);
+            /* re-created by hand with other settings: reconcile (it exits on
+             * a non-editable difference rather than queue calls nobody runs) */
+            json_t *cfg = json_object_get(r.doc, "config");
+            if (strcmp(jstr(cfg, "retention"), "workqueue") != 0 ||
+                strcmp(jstr(cfg, "storage"), "file") != 0) {
+                present = false;
+                snprintf(why, size, "stream %s has other settings", n->stream);
+            }
         } else if (r.err_code == JSStreamNotFoundErr || r.code == 404) {
             present = false;
             snprintf(why, size, "stream %s not found", n->stream);
@@ -587,6 +652,7 @@ static bool refresh(struct cmn_nats *n, char *why, size_t size)
         snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.INFO.%s.%s", n->stream, n->durable);
         if (api(n, subject, NULL, &r, NULL) == CMN_OK) {
             if (r.code == 0) {
+                note_created(n, n->consumer_created, sizeof(n->consumer_created), r.doc);
                 s.pending = jint(r.doc, "num_pending", -1);
                 s.ack_pending = jint(r.doc, "num_ack_pending", -1);
                 s.redelivered = jint(r.doc, "num_redelivered", -1);
@@ -669,11 +735,13 @@ static void *keeper_main(void *arg)
         pthread_mutex_unlock(&n->mu);
 
         bool connected = natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
+        bool missing_now = false;
         if (connected && !setup) {
             char missing[200] = "";
             next_refresh = now + refresh_ms;
             if (!refresh(n, missing, sizeof(missing))) {
                 setup = true;
+                missing_now = true;
                 snprintf(why, sizeof(why), "%s", missing);
             }
         } else if (!connected) {
@@ -681,31 +749,38 @@ static void *keeper_main(void *arg)
         }
         if (connected && setup) {
             next_setup = now + SETUP_GAP_MS;
-            bool was_ready = atomic_exchange(&n->ready, false);
-            if (why[0] != '\0' && was_ready)
-                emit(n, CMN_NATS_NOT_READY, why);
+            if (missing_now) {
+                /* known missing or changed: not ready until reconciled */
+                atomic_store(&n->ready, false);
+                if (atomic_exchange(&n->told_ready, false) || strcmp(last_problem, why) != 0)
+                    emit(n, CMN_NATS_NOT_READY, why);
+                snprintf(last_problem, sizeof(last_problem), "%s", why);
+            }
             struct cmn_err err;
             cmn_err_clear(&err);
             enum rec r = reconcile_all(n, &err);
             if (r == REC_OK) {
                 last_problem[0] = '\0';
-                bool still = natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED;
-                if (still) {
-                    atomic_store(&n->ready, true);
-                    if (!was_ready)
-                        emit(n, CMN_NATS_READY, "connected to NATS, streams and consumer ready");
-                }
+                atomic_store(&n->ready, true);
+                /* a disconnect may have slipped in meanwhile */
+                if (natsConnection_Status(n->nc) != NATS_CONN_STATUS_CONNECTED)
+                    atomic_store(&n->ready, false);
+                else if (!atomic_exchange(&n->told_ready, true))
+                    emit(n, CMN_NATS_READY, "connected to NATS, set-up checked");
                 char ignored[200];
                 refresh(n, ignored, sizeof(ignored));
                 next_refresh = cmn_nats_now_ms() + refresh_ms;
             } else if (r == REC_FATAL) {
+                atomic_store(&n->ready, false);
+                atomic_store(&n->told_ready, false);
                 pthread_mutex_lock(&n->mu);
                 n->fatal = true;
                 pthread_mutex_unlock(&n->mu);
                 emit(n, CMN_NATS_FATAL, err.msg);
             } else {
+                atomic_store(&n->ready, false);
                 /* the same problem is told once, not every second */
-                if (strcmp(last_problem, err.msg) != 0)
+                if (atomic_exchange(&n->told_ready, false) || strcmp(last_problem, err.msg) != 0)
                     emit(n, CMN_NATS_NOT_READY, err.msg);
                 snprintf(last_problem, sizeof(last_problem), "%s", err.msg);
                 next_setup = cmn_nats_now_ms() + RETRY_SETUP_MS;
@@ -875,6 +950,11 @@ bool cmn_nats_ready(const struct cmn_nats *n)
 bool cmn_nats_connected(const struct cmn_nats *n)
 {
     return atomic_load(&((struct cmn_nats *)n)->connected);
+}
+
+uint64_t cmn_nats_epoch(const struct cmn_nats *n)
+{
+    return atomic_load(&((struct cmn_nats *)n)->epoch);
 }
 
 int64_t cmn_nats_down_ms(const struct cmn_nats *n)

@@ -18,11 +18,21 @@ natsConnection *cmn_nats_conn(struct cmn_nats *nats);
 /* Monotonic milliseconds. */
 int64_t cmn_nats_now_ms(void);
 
+/* Changes whenever the keeper sees the work-queue stream or the consumer
+ * re-created (their creation times differ from the last ones seen). */
+uint64_t cmn_nats_epoch(const struct cmn_nats *nats);
+
 /* Translates a natsStatus into `err` (with nats.c's last error text). */
 enum cmn_status cmn_nats_err(struct cmn_err *err, natsStatus s, const char *what);
 
 struct cmn_headers;
 struct cmn_js_msg;
+
+/* A fetched message: the natsMsg and the epoch it was fetched in. */
+struct cmn_js_msg {
+    natsMsg *m;
+    uint64_t epoch;
+};
 
 /* The natsMsg behind a fetched message (borrowed). */
 natsMsg *cmn_js_msg_raw(const struct cmn_js_msg *msg);
@@ -80,6 +90,11 @@ struct tracker_config {
     int64_t late_ms;     /* tombstone lifetime after a timeout; 0 = none */
     tracker_classify_cb classify;
     void *classify_closure;
+    /* NULL, or asked (under the tracker's lock: cheap, non-blocking) before
+     * every send of a request submitted with `tag`: false completes it with
+     * CMN_ERR_UNAVAILABLE instead of sending (an ack whose stream was
+     * re-created would hit another message with the same sequence). */
+    bool (*still_valid)(uint64_t tag, void *closure);
     void (*wake)(void *closure); /* any thread: completions are waiting */
     void *wake_closure;
 };
@@ -98,7 +113,7 @@ uint64_t tracker_reply_subject(struct tracker *t, char *buf, size_t size);
  * (monotonic). On CMN_OK exactly one completion will carry `token`; on error
  * (CMN_ERR_UNAVAILABLE: too many live requests) none. */
 enum cmn_status tracker_submit(struct tracker *t, uint64_t id, natsMsg **msg, int64_t deadline_ms,
-                               void *token, const char *label, struct cmn_err *err);
+                               void *token, const char *label, uint64_t tag, struct cmn_err *err);
 
 /* Queues a fire-and-forget publish of `data` to `subject` (both copied), sent
  * by the tracker's thread. Never blocks on NATS. */

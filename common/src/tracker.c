@@ -31,6 +31,7 @@ struct req {
     bool dead;     /* completed while `sending`: the sender frees msg */
     bool released; /* the owner is done with it while `sending`: the sender frees it */
     natsMsg *msg;  /* NULL for tombstones */
+    uint64_t tag;  /* see tracker_config.still_valid */
     int64_t at_ms, deadline_ms, late_until_ms;
     struct tracker_result r;
     struct req *done_next; /* completion list */
@@ -304,6 +305,14 @@ static bool tick_locked(struct tracker *t)
             wake |= finish_locked(t, q);
             continue;
         }
+        if (q->at_ms <= now && up && t->cfg.still_valid != NULL &&
+            !t->cfg.still_valid(q->tag, t->cfg.classify_closure)) {
+            q->r.status = CMN_ERR_UNAVAILABLE;
+            snprintf(q->r.detail, sizeof(q->r.detail),
+                     "void: the stream or consumer was re-created since it was fetched");
+            wake |= finish_locked(t, q);
+            continue;
+        }
         if (q->at_ms <= now && up) {
             mark_sent(t, q, now);
             /* the list may change while unlocked: continue from q if it is
@@ -413,10 +422,21 @@ void tracker_free(struct tracker *t)
 {
     if (t == NULL)
         return;
+    /* fire-and-forget operations queued last (NAKs at shutdown) go out first */
+    for (int i = 0; i < 25 && connected(t); i++) {
+        pthread_mutex_lock(&t->mu);
+        bool empty = t->plain_head == NULL;
+        pthread_mutex_unlock(&t->mu);
+        if (empty)
+            break;
+        struct timespec ts = {.tv_sec = 0, .tv_nsec = 20 * 1000000L};
+        nanosleep(&ts, NULL);
+    }
     if (t->sub != NULL) {
-        /* a drain returns once a running on_reply is over */
-        if (natsSubscription_Drain(t->sub) == NATS_OK)
-            natsSubscription_WaitForDrainCompletion(t->sub, 2000);
+        /* a drain returns once a running on_reply is over; bounded, since a
+         * frozen server never completes it */
+        if (connected(t) && natsSubscription_Drain(t->sub) == NATS_OK)
+            natsSubscription_WaitForDrainCompletion(t->sub, 500);
         else
             natsSubscription_Unsubscribe(t->sub);
     }
@@ -459,7 +479,7 @@ uint64_t tracker_reply_subject(struct tracker *t, char *buf, size_t size)
 }
 
 enum cmn_status tracker_submit(struct tracker *t, uint64_t id, natsMsg **msg, int64_t deadline_ms,
-                               void *token, const char *label, struct cmn_err *err)
+                               void *token, const char *label, uint64_t tag, struct cmn_err *err)
 {
     struct req *q = calloc(1, sizeof(*q));
     if (q == NULL) {
@@ -468,6 +488,7 @@ enum cmn_status tracker_submit(struct tracker *t, uint64_t id, natsMsg **msg, in
         return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
     }
     q->id = id;
+    q->tag = tag;
     q->msg = *msg;
     *msg = NULL;
     q->deadline_ms = deadline_ms;

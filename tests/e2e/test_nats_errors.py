@@ -122,3 +122,36 @@ def test_every_failed_connect_pass_is_logged(stack):
 def g_async(g):
     import requests
     return requests.post(g.url + "/async-function/echo", data=b"x", timeout=15)
+
+
+@pytest.mark.timeout(90)
+def test_limits_that_drop_calls_and_headers_only_consumer_are_reconciled(stack):
+    """A stream pre-created with limits that silently drop queued calls (max_age,
+    max_msgs_per_subject) and a consumer pre-created as headers_only: the programs edit them
+    (one log line each) and calls run with their bodies."""
+    stack.start(workers=0, fixtures=("echo",), gateway=False)
+    r = js(stack.nats, "STREAM.CREATE." + STREAM, {
+        "name": STREAM, "subjects": [STREAM], "retention": "workqueue", "storage": "file",
+        "max_age": 300 * 10**9, "max_msgs_per_subject": 1, "duplicate_window": 120 * 10**9,
+        "num_replicas": 1})
+    assert "error" not in r, r
+    r = js(stack.nats, "CONSUMER.DURABLE.CREATE.%s.faas-workers" % STREAM, {
+        "stream_name": STREAM, "config": {"durable_name": "faas-workers",
+                                          "ack_policy": "explicit", "deliver_policy": "all",
+                                          "headers_only": True, "ack_wait": 30 * 10**9}})
+    assert "error" not in r, r
+    stack.start_gateway()
+    harness.wait_until(lambda: stack.nats.stream_detail(STREAM)["config"].get("max_age") == 0,
+                       10, desc="max_age reconciled")
+    cfg = stack.nats.stream_detail(STREAM)["config"]
+    assert cfg.get("max_msgs_per_subject", -1) in (-1, 0), cfg
+    log = stack.gateway.log_text("stdout")
+    assert any("max_age" in ln and "->" in ln for ln in log.splitlines()), log[-2000:]
+    assert any("max_msgs_per_subject 1 -> -1" in ln for ln in log.splitlines()), log[-2000:]
+    w = stack.add_worker()
+    wlog = w.log_text("stdout")
+    assert any("headers_only true -> false" in ln for ln in wlog.splitlines()), wlog[-2000:]
+    ids = [assert_202(stack.async_call("echo", body=b"body-%d" % i)) for i in range(3)]
+    for i, cid in enumerate(ids):
+        [cb] = stack.sink.wait_for(1, 20, call_id=cid)
+        assert cb["body"] == b"body-%d" % i

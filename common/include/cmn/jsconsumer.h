@@ -38,8 +38,9 @@ struct cmn_jscons_config {
 enum cmn_status cmn_jscons_new(struct cmn_nats *nats, const struct cmn_jscons_config *config,
                                struct cmn_jscons **out, struct cmn_err *err);
 
-/* Stops the operation thread (queued fire-and-forget operations are sent
- * first, up to ~1 s) and frees. NULL allowed. */
+/* Stops the operation thread and frees. While connected, acks awaiting their
+ * confirmation get up to 0.5 s and queued fire-and-forget operations are sent
+ * first (up to 0.5 s). NULL allowed. */
 void cmn_jscons_free(struct cmn_jscons *cons);
 
 /* Fetches up to `batch` messages, waiting at most `wait_ms` for the first.
@@ -55,7 +56,11 @@ enum cmn_status cmn_jscons_fetch(struct cmn_jscons *cons, int batch, int64_t wai
 struct cmn_jscons_result {
     void *token;
     enum cmn_status status; /* CMN_OK: the server confirmed; CMN_ERR_TIMEOUT: no answer by the
-                               deadline (the message will be delivered again) */
+                               deadline (it may have landed; if not, the message is
+                               delivered again); CMN_ERR_UNAVAILABLE: never sent (not
+                               connected until the deadline), or void because the stream or
+                               consumer was re-created since the fetch (its sequences start
+                               over: an ack would hit another message) */
     int sends;
     const char *detail;
 };
@@ -71,8 +76,10 @@ enum cmn_status cmn_jscons_ack(struct cmn_jscons *cons, const struct cmn_js_msg 
 enum cmn_status cmn_jscons_term(struct cmn_jscons *cons, const struct cmn_js_msg *msg,
                                 int64_t deadline_ms, void *token, struct cmn_err *err);
 
-/* Fire-and-forget: +WIP (reset the ack timer) and NAK (redeliver after
- * `delay_ms`, 0 = now). Errors: CMN_ERR_NOMEM, CMN_ERR_INVALID. */
+/* Fire-and-forget: +WPI, "in progress" (reset the ack timer), and NAK
+ * (redeliver after `delay_ms`, 0 = now). Nothing is sent for a message of an
+ * earlier epoch (stream or consumer re-created since). Errors: CMN_ERR_NOMEM,
+ * CMN_ERR_INVALID. */
 enum cmn_status cmn_jscons_in_progress(struct cmn_jscons *cons, const struct cmn_js_msg *msg,
                                        struct cmn_err *err);
 enum cmn_status cmn_jscons_nak(struct cmn_jscons *cons, const struct cmn_js_msg *msg,

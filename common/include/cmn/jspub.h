@@ -11,7 +11,10 @@
  * completions become available and must only signal the owner's loop (for
  * example event_active); the owner then calls cmn_jspub_complete, which runs
  * the completion callback on the owner's thread. No program state is touched
- * from another thread. Nothing here waits for the server. */
+ * from another thread. Nothing here waits for the server; with
+ * send_on_caller the first copy is one buffered write into nats.c on the
+ * caller's thread, made only while connected (it takes nats.c's connection
+ * lock briefly). */
 #ifndef CMN_JSPUB_H
 #define CMN_JSPUB_H
 

@@ -5,7 +5,8 @@
  *
  * Threads: cmn_nats_open/free on the program's main thread; everything else
  * from any thread, never blocking. The event callback runs on a nats.c thread
- * or on the keeper thread, never on the caller's thread; it must only log,
+ * or on the keeper thread (and once on the caller's thread inside
+ * cmn_nats_open, for a first connect attempt that failed); it must only log,
  * count and set flags. Publishing lives in cmn/jspub.h, fetching and lease
  * operations in cmn/jsconsumer.h; both are built on a cmn_nats handle.
  *
@@ -66,7 +67,8 @@ struct cmn_nats_config {
 };
 
 /* Queue state read by the keeper thread (refresh_interval_ms). A field is -1
- * when unknown (not connected yet, the object does not exist). */
+ * until it was read once, or when its object does not exist; while NATS is
+ * unreachable the last values read are kept. */
 struct cmn_nats_stats {
     int64_t stream_messages;      /* messages stored in the work-queue stream */
     int64_t stream_bytes;         /* bytes stored in the work-queue stream */
@@ -81,8 +83,8 @@ struct cmn_nats_stats {
  * trying every server of the list; each failed pass is reported as
  * CMN_NATS_CONNECT_FAILED). Strings in `config` are copied. `*out` is new
  * (cmn_nats_free). Errors: CMN_ERR_INVALID (empty or malformed server list,
- * replicas out of range), CMN_ERR_NATS, CMN_ERR_NOMEM. Blocks at most for one
- * connect attempt (~2 s). */
+ * replicas out of range), CMN_ERR_NATS, CMN_ERR_NOMEM. Blocks for at most one
+ * connect attempt per listed server (2 s each). */
 enum cmn_status cmn_nats_open(const struct cmn_nats_config *config, struct cmn_nats **out,
                               struct cmn_err *err);
 
