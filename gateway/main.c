@@ -96,8 +96,9 @@ static const struct cmn_config_entry config_table[] = {
      "largest async request body (bytes); larger gets 413"},
     {"max_sync_body_bytes", CMN_CFG_INT, "67108864", 0, 1024 * MIB, OFF(max_sync_body_bytes), false,
      "largest sync request body (bytes); larger gets 413"},
-    {"nats_publish_timeout", CMN_CFG_DURATION, "5s", 100, 600000, OFF(nats_publish_timeout), false,
-     "deadline for the stream to confirm a call (re-sent meanwhile) before 503"},
+    {"nats_publish_timeout", CMN_CFG_DURATION, "5s", 100, 60000, OFF(nats_publish_timeout), false,
+     "deadline for the stream to confirm a call (re-sent meanwhile, within the stream's 2 min "
+     "duplicate window) before 503"},
     {"nats_max_pending", CMN_CFG_INT, "4096", 1, 1000000, OFF(nats_max_pending), false,
      "async publishes awaiting their ack before new ones get 503"},
     {"upstream_timeout", CMN_CFG_DURATION, "60s", 1, 86400000, OFF(upstream_timeout), false,

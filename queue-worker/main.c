@@ -502,6 +502,7 @@ static int start(struct worker *w)
         .timeout_ms = PUBLISH_TIMEOUT_MS,
         .max_pending = (int)cfg->max_inflight + 16,
         .send_on_caller = false,
+        .single_send = true, /* dead letters carry no Nats-Msg-Id (see wire-format.md) */
         .wake = wake_loop,
         .closure = w,
     };

@@ -96,8 +96,9 @@ enum cmn_status cmn_jspub_new(struct cmn_nats *nats, const struct cmn_jspub_conf
         return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
     }
     /* An unanswered publish is sent again about three times within its
-     * deadline: its answer, or the answer to a copy, decides. */
-    int64_t resend = pub->timeout_ms / 4;
+     * deadline: its answer, or the answer to a copy, decides. Without a
+     * Nats-Msg-Id (dead letters) a copy could be stored twice: sent once. */
+    int64_t resend = config->single_send ? pub->timeout_ms + 1000 : pub->timeout_ms / 4;
     struct tracker_config tc = {
         .nats = nats,
         .resend_ms = resend < 250    ? 250
@@ -221,16 +222,6 @@ enum cmn_status cmn_jspub_dead_letter(struct cmn_jspub *pub, const char *stream,
         if (st != CMN_OK)
             goto out;
     }
-    /* An id of this dead-lettering (one per delivery), so that a copy sent
-     * again while its answer is late is stored once. */
-    struct cmn_js_msg_info info;
-    cmn_js_msg_info(msg, &info);
-    char dl_id[200];
-    snprintf(dl_id, sizeof(dl_id), "dl.%llu.%llu.%.128s", (unsigned long long)info.seq,
-             (unsigned long long)info.delivered, label);
-    st = cmn_headers_set(&h, CMN_HDR_MSG_ID, dl_id);
-    if (st != CMN_OK)
-        goto out;
     char status[16], count[16], safe_reason[512];
     snprintf(status, sizeof(status), "%d", last_status);
     snprintf(count, sizeof(count), "%d", attempts);

@@ -46,8 +46,11 @@ struct cmn_nats {
     pthread_mutex_t smu; /* guards stats */
     struct cmn_nats_stats stats;
 
-    /* keeper thread only: creation times last seen, to notice re-creation */
-    char stream_created[64], consumer_created[64];
+    /* keeper thread only: the work-queue stream's creation time last seen, to
+     * notice a re-creation (its sequences start over; a consumer re-created
+     * on the same stream keeps them, and its creation time is not even stable
+     * across a server crash) */
+    char stream_created[64];
     atomic_uint_fast64_t epoch;
     atomic_bool told_ready; /* READY was reported since the last NOT_READY/DISCONNECTED */
 };
@@ -263,9 +266,9 @@ static const char *jstr(json_t *obj, const char *key)
     return s != NULL ? s : "";
 }
 
-/* Bumps the epoch when an object's creation time differs from the last one
- * seen: the stream or consumer was deleted and created again (by us or by
- * anyone), so sequences and delivery state start over. */
+/* Bumps the epoch when the stream's creation time differs from the last one
+ * seen: it was deleted and created again (by us or by anyone), so its
+ * sequences start over. */
 static void note_created(struct cmn_nats *n, char *seen, size_t size, json_t *info)
 {
     const char *created = json_string_value(json_object_get(info, "created"));
@@ -519,7 +522,6 @@ static enum rec reconcile_consumer(struct cmn_nats *n, struct cmn_err *err)
         out = api_failure(err, "consumer info", &r);
         goto out;
     } else {
-        note_created(n, n->consumer_created, sizeof(n->consumer_created), r.doc);
         json_t *have = json_object_get(r.doc, "config");
         if (jstr(have, "deliver_subject")[0] != '\0') {
             cmn_err_set(err, CMN_ERR_INVALID, 0,
@@ -600,8 +602,6 @@ static enum rec reconcile_consumer(struct cmn_nats *n, struct cmn_err *err)
             if (changes[0] != '\0' && r.code == 400)
                 out = REC_FATAL;
         } else {
-            if (r.code == 0)
-                note_created(n, n->consumer_created, sizeof(n->consumer_created), r.doc);
             if (changes[0] != '\0') {
                 char detail[800];
                 snprintf(detail, sizeof(detail), "consumer %s on stream %s updated: %s", n->durable,
@@ -652,7 +652,6 @@ static bool refresh(struct cmn_nats *n, char *why, size_t size)
         snprintf(subject, sizeof(subject), "$JS.API.CONSUMER.INFO.%s.%s", n->stream, n->durable);
         if (api(n, subject, NULL, &r, NULL) == CMN_OK) {
             if (r.code == 0) {
-                note_created(n, n->consumer_created, sizeof(n->consumer_created), r.doc);
                 s.pending = jint(r.doc, "num_pending", -1);
                 s.ack_pending = jint(r.doc, "num_ack_pending", -1);
                 s.redelivered = jint(r.doc, "num_redelivered", -1);

@@ -18,8 +18,8 @@ natsConnection *cmn_nats_conn(struct cmn_nats *nats);
 /* Monotonic milliseconds. */
 int64_t cmn_nats_now_ms(void);
 
-/* Changes whenever the keeper sees the work-queue stream or the consumer
- * re-created (their creation times differ from the last ones seen). */
+/* Changes whenever the keeper sees the work-queue stream re-created (its
+ * creation time differs from the last one seen): its sequences start over. */
 uint64_t cmn_nats_epoch(const struct cmn_nats *nats);
 
 /* Translates a natsStatus into `err` (with nats.c's last error text). */

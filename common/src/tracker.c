@@ -13,7 +13,8 @@
 #include "nats_priv.h"
 
 #define BUCKETS 4096 /* ids are sequential: id % BUCKETS spreads them evenly */
-#define TICK_MS 20
+#define IDLE_MS 1000
+#define DOWN_POLL_MS 20
 #define MAX_TOMBSTONES 4096
 
 enum req_state {
@@ -216,6 +217,7 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
         q->at_ms = cmn_nats_now_ms() + t->cfg.retry_ms;
         snprintf(q->r.detail, sizeof(q->r.detail), "%s", r.detail);
         q->r.js_code = r.js_code;
+        pthread_cond_signal(&t->cv); /* may be due before what the thread waits for */
     }
     if (late != NULL) {
         /* reported once, through the same list, without a token */
@@ -261,6 +263,7 @@ static bool send_unlocked(struct tracker *t, struct req *q)
         q->at_ms = cmn_nats_now_ms() + t->cfg.retry_ms;
         q->r.sends--;
         snprintf(q->r.detail, sizeof(q->r.detail), "publish: %s", natsStatus_GetText(s));
+        pthread_cond_signal(&t->cv);
     }
     return true;
 }
@@ -278,8 +281,9 @@ static void mark_sent(struct tracker *t, struct req *q, int64_t now)
     q->at_ms = now + t->cfg.resend_ms;
 }
 
-/* One pass of the thread: deadlines, resends, tombstones, plain publishes. */
-static bool tick_locked(struct tracker *t)
+/* One pass of the thread: deadlines, resends, tombstones, plain publishes.
+ * Writes the monotonic time the next pass is due to `*due_ms`. */
+static bool tick_locked(struct tracker *t, int64_t *due_ms)
 {
     int64_t now = cmn_nats_now_ms();
     bool wake = false, up = connected(t);
@@ -309,7 +313,7 @@ static bool tick_locked(struct tracker *t)
             !t->cfg.still_valid(q->tag, t->cfg.classify_closure)) {
             q->r.status = CMN_ERR_UNAVAILABLE;
             snprintf(q->r.detail, sizeof(q->r.detail),
-                     "void: the stream or consumer was re-created since it was fetched");
+                     "void: the stream was re-created since the message was fetched");
             wake |= finish_locked(t, q);
             continue;
         }
@@ -327,6 +331,23 @@ static bool tick_locked(struct tracker *t)
         t->late--;
         free(z);
     }
+    /* Sleep until something is due: a deadline, a resend, a tombstone to
+     * drop; while disconnected, look again soon (a reconnect does not wake
+     * this thread). Idle, the thread wakes once a second. */
+    int64_t due = now + IDLE_MS;
+    int64_t later = cmn_nats_now_ms();
+    for (struct req *q = t->live_head; q != NULL; q = q->next) {
+        int64_t at = q->at_ms;
+        if (!connected(t) && at <= later)
+            at = later + DOWN_POLL_MS;
+        if (at < due)
+            due = at;
+        if (q->deadline_ms < due)
+            due = q->deadline_ms;
+    }
+    if (t->late_head != NULL && t->late_head->late_until_ms < due)
+        due = t->late_head->late_until_ms;
+    *due_ms = due;
     while (t->plain_head != NULL) {
         struct plain *p = t->plain_head;
         t->plain_head = p->next;
@@ -346,7 +367,8 @@ static void *thread_main(void *arg)
     struct tracker *t = arg;
     pthread_mutex_lock(&t->mu);
     while (!t->stop) {
-        bool wake = tick_locked(t);
+        int64_t due = 0;
+        bool wake = tick_locked(t, &due);
         if (wake) {
             pthread_mutex_unlock(&t->mu);
             wake_owner(t);
@@ -356,9 +378,13 @@ static void *thread_main(void *arg)
             t->work = false;
             continue;
         }
+        int64_t wait = due - cmn_nats_now_ms();
+        if (wait <= 0)
+            continue;
         struct timespec ts;
         clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_nsec += TICK_MS * 1000000L;
+        ts.tv_sec += wait / 1000;
+        ts.tv_nsec += (wait % 1000) * 1000000L;
         if (ts.tv_nsec >= 1000000000L) {
             ts.tv_sec++;
             ts.tv_nsec -= 1000000000L;
@@ -509,6 +535,10 @@ enum cmn_status tracker_submit(struct tracker *t, uint64_t id, natsMsg **msg, in
     bool now_send = t->cfg.send_on_caller && connected(t);
     if (now_send) {
         mark_sent(t, q, now);
+        /* the thread sleeps until its earliest due request; later ones are due
+         * later, so it only needs a nudge when it had nothing to wait for */
+        if (t->live == 1)
+            pthread_cond_signal(&t->cv);
         (void)send_unlocked(t, q);
     } else {
         q->state = R_WAIT;

@@ -58,9 +58,9 @@ struct cmn_jscons_result {
     enum cmn_status status; /* CMN_OK: the server confirmed; CMN_ERR_TIMEOUT: no answer by the
                                deadline (it may have landed; if not, the message is
                                delivered again); CMN_ERR_UNAVAILABLE: never sent (not
-                               connected until the deadline), or void because the stream or
-                               consumer was re-created since the fetch (its sequences start
-                               over: an ack would hit another message) */
+                               connected until the deadline), or void because the stream was
+                               re-created since the fetch (its sequences start over: an ack
+                               would hit another message) */
     int sends;
     const char *detail;
 };
@@ -78,7 +78,7 @@ enum cmn_status cmn_jscons_term(struct cmn_jscons *cons, const struct cmn_js_msg
 
 /* Fire-and-forget: +WPI, "in progress" (reset the ack timer), and NAK
  * (redeliver after `delay_ms`, 0 = now). Nothing is sent for a message of an
- * earlier epoch (stream or consumer re-created since). Errors: CMN_ERR_NOMEM,
+ * earlier epoch (stream re-created since). Errors: CMN_ERR_NOMEM,
  * CMN_ERR_INVALID. */
 enum cmn_status cmn_jscons_in_progress(struct cmn_jscons *cons, const struct cmn_js_msg *msg,
                                        struct cmn_err *err);

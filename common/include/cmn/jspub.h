@@ -35,6 +35,9 @@ struct cmn_jspub_config {
     int max_pending;     /* publishes awaiting an answer; beyond: CMN_ERR_UNAVAILABLE */
     bool send_on_caller; /* true: first send on the caller's thread when connected (a
                             buffered write); false: every send on the publisher's thread */
+    bool single_send;    /* true: never send a copy again (a message without a
+                            Nats-Msg-Id, such as a dead letter, would be stored twice);
+                            "no responders" answers are still retried */
     void (*wake)(void *closure);
     void *closure;
 };
