@@ -1,6 +1,6 @@
 /* Per-call state machine of the queue-worker: owns every fetched message from
  * the moment the main thread starts it until it is settled (ack, delayed NAK,
- * term), the invocation and callback transfers, the +WIP lease timer, the retry
+ * term), the invocation and callback transfers, the +WPI lease timer, the retry
  * decision and the dead-letter copy. One log line per event, each with the
  * call id, so that the log reads as the story of each call. */
 #include "call.h"
@@ -54,7 +54,7 @@ struct qw_call {
     char log_id[CMN_CALLID_MAX]; /* call id, or "seq-<n>" when undecodable */
     uint64_t attempt;            /* = deliveries of the message, from 1 */
     int64_t received_ns;         /* monotonic, receipt of this delivery */
-    int64_t next_wip_ms;         /* monotonic time of the next +WIP */
+    int64_t next_wip_ms;         /* monotonic time of the next +WPI */
     int64_t wake_ms;             /* callback back-off deadline (ST_CALLBACK_WAIT) */
     enum call_state state;
     uint64_t seq;    /* stream sequence, 0 when unknown */
@@ -888,7 +888,7 @@ int64_t qw_calls_run_timers(struct qw_calls *set, int64_t now_ms)
             if (cmn_jscons_in_progress(set->env.cons, c->msg, &err) != CMN_OK)
                 LOG_WARN(c->log_id, "in-progress ack failed error=\"%s\"", tidy(err.msg));
             else
-                LOG_DEBUG(c->log_id, "lease renewed (+WIP)");
+                LOG_DEBUG(c->log_id, "lease renewed (+WPI)");
             c->next_wip_ms = now_ms + period;
         }
         if (c->next_wip_ms < next)

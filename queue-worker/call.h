@@ -1,6 +1,6 @@
 /* The per-call state machine of the queue-worker and the set of calls in
  * flight: decode → invoke → (retry via delayed NAK | final outcome → callback
- * with bounded retries → dead letter when exhausted → ack), with +WIP lease
+ * with bounded retries → dead letter when exhausted → ack), with +WPI lease
  * renewal every ack_wait/3 for as long as a call is held. NATS is never
  * waited on: lease operations are queued to the consumer's thread, the final
  * ack (or term) is confirmed by the server before the call counts as done,
@@ -69,7 +69,7 @@ void qw_calls_free(struct qw_calls *calls);
  * Main thread. */
 void qw_calls_start(struct qw_calls *calls, struct cmn_js_msg **msg);
 
-/* Fires due timers (+WIP lease renewal, callback back-off) at monotonic time
+/* Fires due timers (+WPI lease renewal, callback back-off) at monotonic time
  * `now_ms` and returns the monotonic time of the next one (INT64_MAX: none).
  * Never blocks except for the asynchronous lease sends. Main thread. */
 int64_t qw_calls_run_timers(struct qw_calls *calls, int64_t now_ms);

@@ -1,5 +1,5 @@
 /* The shared durable pull consumer: fetching messages, reading them, and the
- * lease operations on a fetched message (ack, +WIP, delayed NAK, term).
+ * lease operations on a fetched message (ack, +WPI, delayed NAK, term).
  *
  * Threads: cmn_jscons_fetch blocks (up to its wait) and runs on a dedicated
  * fetch thread, one caller at a time. Every lease operation returns at once
