@@ -689,7 +689,7 @@ static enum rec reconcile_all(struct cmn_nats *n, struct cmn_err *err)
     return r;
 }
 
-static void wait_locked(struct cmn_nats *n, int64_t ms)
+void cmn_nats_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
 {
     struct timespec ts;
     clock_gettime(CLOCK_MONOTONIC, &ts);
@@ -699,7 +699,12 @@ static void wait_locked(struct cmn_nats *n, int64_t ms)
         ts.tv_sec++;
         ts.tv_nsec -= 1000000000L;
     }
-    pthread_cond_timedwait(&n->cv, &n->mu, &ts);
+    pthread_cond_timedwait(cv, mu, &ts);
+}
+
+static void wait_locked(struct cmn_nats *n, int64_t ms)
+{
+    cmn_nats_cond_wait_ms(&n->cv, &n->mu, ms);
 }
 
 static void *keeper_main(void *arg)

@@ -5,6 +5,7 @@
 #define CMN_NATS_PRIV_H
 
 #include <nats/nats.h>
+#include <pthread.h>
 #include <stdbool.h>
 #include <stdint.h>
 
@@ -17,6 +18,10 @@ natsConnection *cmn_nats_conn(struct cmn_nats *nats);
 
 /* Monotonic milliseconds. */
 int64_t cmn_nats_now_ms(void);
+
+/* Waits on `cv` (created with CLOCK_MONOTONIC; caller holds `mu`) for at most
+ * `ms` milliseconds, or until signalled. */
+void cmn_nats_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms);
 
 /* Changes whenever the keeper sees the work-queue stream re-created (its
  * creation time differs from the last one seen): its sequences start over. */

@@ -379,17 +379,8 @@ static void *thread_main(void *arg)
             continue;
         }
         int64_t wait = due - cmn_nats_now_ms();
-        if (wait <= 0)
-            continue;
-        struct timespec ts;
-        clock_gettime(CLOCK_MONOTONIC, &ts);
-        ts.tv_sec += wait / 1000;
-        ts.tv_nsec += (wait % 1000) * 1000000L;
-        if (ts.tv_nsec >= 1000000000L) {
-            ts.tv_sec++;
-            ts.tv_nsec -= 1000000000L;
-        }
-        pthread_cond_timedwait(&t->cv, &t->mu, &ts);
+        if (wait > 0)
+            cmn_nats_cond_wait_ms(&t->cv, &t->mu, wait);
     }
     pthread_mutex_unlock(&t->mu);
     return NULL;
