@@ -29,29 +29,23 @@
 
 #define ROUTE_PREFIX "/async-function/"
 #define CALLBACK_URL_MAX 4096
-#define CALL_CACHE_MAX 1024
 #define URL_MAX 1024
 
+/* One async submission, kept in its request's area (gw_req_area). */
 struct as_call {
     struct gw_async *as;
-    struct as_call *prev, *next; /* live list (loop thread), or the free cache */
-    struct evhttp_request *req;  /* NULL once replied or the client went away */
-    bool replied;
-    int64_t t0_ns;
-    char call_id[CMN_CALLID_MAX];
-    char start[24];
+    struct gw_req *r; /* the owner: client request, ids, reply-once */
     char fn_label[CMN_NAME_MAX * 2 + 24];
 };
+
+_Static_assert(sizeof(struct as_call) <= GW_REQ_AREA_BYTES, "as_call must fit a request's area");
 
 struct gw_async {
     struct gw_async_config config;
     char *default_ns;
     struct cmn_nats *nats;
     struct cmn_jspub *pub;
-    struct as_call *live;
     size_t live_count;
-    struct as_call *cache;
-    int cache_count;
     struct event *done_ev;  /* activated by the publisher's wake (any thread) */
     struct event *fatal_ev; /* activated by a fatal NATS event (any thread) */
     bool fatal;
@@ -68,76 +62,16 @@ static void count(struct gw_async *as, const char *fn_label, int code)
 
 /* ---- pending calls ------------------------------------------------------ */
 
-static struct as_call *call_alloc(struct gw_async *as)
-{
-    struct as_call *call = as->cache;
-    if (call != NULL) {
-        as->cache = call->next;
-        as->cache_count--;
-    } else {
-        call = malloc(sizeof(*call));
-        if (call == NULL)
-            return NULL;
-    }
-    memset(call, 0, sizeof(*call));
-    call->as = as;
-    return call;
-}
-
-static void call_free(struct as_call *call)
-{
-    struct gw_async *as = call->as;
-    if (as->cache_count < CALL_CACHE_MAX) {
-        call->next = as->cache;
-        as->cache = call;
-        as->cache_count++;
-    } else {
-        free(call);
-    }
-}
-
-static void live_add(struct gw_async *as, struct as_call *call)
-{
-    call->prev = NULL;
-    call->next = as->live;
-    if (as->live != NULL)
-        as->live->prev = call;
-    as->live = call;
-    as->live_count++;
-}
-
-static void live_remove(struct gw_async *as, struct as_call *call)
-{
-    if (call->prev != NULL)
-        call->prev->next = call->next;
-    else
-        as->live = call->next;
-    if (call->next != NULL)
-        call->next->prev = call->prev;
-    as->live_count--;
-}
-
-/* Sends the one reply of a pending call (if its client is still there);
- * `retry_after_s` > 0 adds Retry-After. */
+/* Sends the one reply of a call (dropped by the owner when its client is
+ * gone); `retry_after_s` > 0 adds Retry-After. */
 static void call_reply_retry(struct as_call *call, int code, const char *text, int retry_after_s)
 {
-    call->replied = true;
-    struct evhttp_request *req = call->req;
-    if (req == NULL)
-        return;
-    call->req = NULL;
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    if (evcon != NULL)
-        evhttp_connection_set_closecb(evcon, NULL, NULL);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-    evhttp_add_header(out, "X-Call-Id", call->call_id);
-    evhttp_add_header(out, "X-Start-Time", call->start);
-    if (retry_after_s > 0) {
+    if (retry_after_s > 0 && call->r->req != NULL) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%d", retry_after_s);
-        evhttp_add_header(out, "Retry-After", ra);
+        evhttp_add_header(evhttp_request_get_output_headers(call->r->req), "Retry-After", ra);
     }
-    gw_reply_text(req, code, text);
+    gw_req_reply_text(call->r, code, text);
 }
 
 static void call_reply(struct as_call *call, int code, const char *text)
@@ -145,17 +79,23 @@ static void call_reply(struct as_call *call, int code, const char *text)
     call_reply_retry(call, code, text, 0);
 }
 
-static void client_closed_cb(struct evhttp_connection *evcon, void *arg)
+/* The client left before the publish outcome: the call stays until then
+ * (the stream may store it; the worker runs it). */
+static void call_gone(struct gw_req *r, void *state)
 {
-    (void)evcon;
-    struct as_call *call = arg;
-    LOG_DEBUG(call->call_id, "client went away before the publish ack");
-    /* A request whose reply is pending is detached by evhttp (connection
-     * NULL) and then ours to free; otherwise libevent frees it. */
-    if (call->req != NULL && evhttp_request_get_connection(call->req) == NULL)
-        evhttp_request_free(call->req);
-    call->req = NULL;
+    (void)state;
+    LOG_DEBUG(r->call_id, "client went away before the publish ack");
 }
+
+static void call_abort(struct gw_req *r, void *state)
+{
+    (void)r;
+    struct as_call *call = state;
+    count(call->as, call->fn_label, 503);
+    call_reply(call, 503, "gateway shutting down, call may not be queued");
+}
+
+static const struct gw_req_hooks call_hooks = {.gone = call_gone, .abort = call_abort};
 
 /* One publish outcome (loop thread). A stored call gets its 202; a refusal
  * says whether the call is queued: "not queued" whenever the broker told us
@@ -174,14 +114,15 @@ static void on_result(const struct cmn_jspub_result *r, void *closure)
         return;
     }
     struct as_call *call = r->token;
-    if (!call->replied) {
+    const char *call_id = call->r->call_id;
+    if (!call->r->replied) {
         if (r->status == CMN_OK) {
-            LOG_DEBUG(call->call_id, "queued %s seq=%llu sends=%d%s", call->fn_label,
+            LOG_DEBUG(call_id, "queued %s seq=%llu sends=%d%s", call->fn_label,
                       (unsigned long long)r->seq, r->sends, r->duplicate ? " (duplicate)" : "");
             count(as, call->fn_label, 202);
             call_reply(call, 202, NULL);
         } else if (r->status == CMN_ERR_TOO_LARGE) {
-            LOG_WARN(call->call_id, "stream refused the call as too large: %s", r->detail);
+            LOG_WARN(call_id, "stream refused the call as too large: %s", r->detail);
             count(as, call->fn_label, 413);
             call_reply(call, 413,
                        "request too large for the stream's maximum message size, "
@@ -195,16 +136,16 @@ static void on_result(const struct cmn_jspub_result *r, void *closure)
                                : r->status == CMN_ERR_UNAVAILABLE
                                    ? "NATS unavailable, call not queued"
                                    : "NATS refused the call, call not queued";
-            LOG_WARN(call->call_id, "publish failed (%s, %d sends): %s", cmn_status_name(r->status),
+            LOG_WARN(call_id, "publish failed (%s, %d sends): %s", cmn_status_name(r->status),
                      r->sends, r->detail);
             count(as, call->fn_label, 503);
             call_reply_retry(call, 503, text, retry_after);
         }
     } else {
-        LOG_DEBUG(call->call_id, "publish outcome %s after the reply", cmn_status_name(r->status));
+        LOG_DEBUG(call_id, "publish outcome %s after the reply", cmn_status_name(r->status));
     }
-    live_remove(as, call);
-    call_free(call);
+    as->live_count--;
+    gw_req_close(call->r);
 }
 
 static void done_cb(evutil_socket_t fd, short what, void *arg)
@@ -303,97 +244,81 @@ out:
     return ok;
 }
 
-static enum cmn_status copy_request_headers(struct evhttp_request *req, const struct as_call *call,
-                                            struct cmn_headers *out)
+static enum cmn_status add_list(void *arg, const char *name, const char *value)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    return cmn_headers_add(arg, name, value);
+}
+
+/* The client's headers as the function will see them: the same policy and
+ * forwarding headers as the sync route (cmn_header_forwardable,
+ * cmn_header_add_forwarded). */
+static enum cmn_status copy_request_headers(const struct gw_req *r, struct cmn_headers *out)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    const char *connection = evhttp_find_header(in, "Connection");
     for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
-        if (strcasecmp(h->key, "X-Call-Id") == 0)
+        if (!cmn_header_forwardable(CMN_HOP_TO_FUNCTION, h->key, connection))
             continue;
         enum cmn_status st = cmn_headers_add(out, h->key, h->value);
         if (st != CMN_OK)
             return st;
     }
-    /* What the function sees must match the sync route (proxy.c). */
-    enum cmn_status st = cmn_headers_add(out, "X-Call-Id", call->call_id);
-    if (st == CMN_OK && evhttp_find_header(in, "X-Start-Time") == NULL)
-        st = cmn_headers_add(out, "X-Start-Time", call->start);
-    if (st == CMN_OK && evhttp_find_header(in, "X-Forwarded-For") == NULL) {
-        char ip[GW_ADDR_MAX];
-        gw_client_ip(req, ip, sizeof(ip));
-        if (ip[0] != '\0')
-            st = cmn_headers_add(out, "X-Forwarded-For", ip);
-    }
-    if (st == CMN_OK && evhttp_find_header(in, "X-Forwarded-Host") == NULL) {
-        const char *host = evhttp_find_header(in, "Host");
-        if (host != NULL)
-            st = cmn_headers_add(out, "X-Forwarded-Host", host);
-    }
-    return st;
+    char ip[GW_ADDR_MAX];
+    gw_client_ip(r->req, ip, sizeof(ip));
+    struct cmn_forwarded fwd = {.call_id = r->call_id,
+                                .start = r->start,
+                                .client_start = evhttp_find_header(in, "X-Start-Time"),
+                                .client_ip = ip,
+                                .client_xff = evhttp_find_header(in, "X-Forwarded-For"),
+                                .host = evhttp_find_header(in, "Host"),
+                                .client_xfh = evhttp_find_header(in, "X-Forwarded-Host")};
+    return cmn_header_add_forwarded(&fwd, add_list, out);
 }
 
-static void reply_early(struct evhttp_request *req, int code, const char *call_id, const char *text)
-{
-    if (call_id != NULL && call_id[0] != '\0')
-        evhttp_add_header(evhttp_request_get_output_headers(req), "X-Call-Id", call_id);
-    gw_reply_text(req, code, text);
-}
-
-void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
-                     const struct gw_target *target)
+void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_target *target)
 {
     char text[512];
     const char *name = NULL, *sub = NULL;
     size_t name_len = 0;
     struct cmn_fn_name fn;
     struct cmn_call qc;
-    struct cmn_headers encoded;
     struct cmn_err err;
-    struct as_call *call = NULL;
+    struct evhttp_request *req = r->req;
     cmn_call_init(&qc);
-    cmn_headers_init(&encoded);
 
-    if (evhttp_request_get_command(req) != EVHTTP_REQ_POST) {
+    if (r->method != EVHTTP_REQ_POST) {
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
-        gw_reply_text(req, 405, NULL);
+        gw_req_reply_text(r, 405, NULL);
         goto out;
     }
     const char *rest = target->path + strlen(ROUTE_PREFIX);
     if (cmn_route_split(rest, &name, &name_len, &sub) != CMN_OK) {
-        gw_reply_text(req, 404, "function not found: ");
+        gw_req_reply_text(r, 404, "function not found: ");
         goto out;
     }
     if (cmn_name_parse(name, name_len, as->default_ns, &fn, NULL) != CMN_OK) {
         snprintf(text, sizeof(text), "invalid function name: %.*s",
                  (int)(name_len > 128 ? 128 : name_len), name);
-        gw_reply_text(req, 400, text);
+        gw_req_reply_text(r, 400, text);
         goto out;
     }
-    char fn_label[sizeof(call->fn_label)];
+    char fn_label[CMN_NAME_MAX * 2 + 24];
     gw_fn_label(fn.name, fn.ns, NULL, 0, fn_label, sizeof(fn_label));
     char url[URL_MAX];
     enum cmn_status st = cmn_resolver_lookup(as->config.resolver, &fn, url, sizeof(url), NULL);
     if (st != CMN_OK) {
         snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
-        gw_reply_text(req, 404, text);
+        gw_req_reply_text(r, 404, text);
+        goto out;
+    }
+    /* The queued call's X-Start-Time is the moment it was accepted. */
+    if (!gw_req_set_ids(r, true, false)) {
+        count(as, fn_label, 400);
+        gw_req_reply_text(r, 400, "invalid X-Call-Id: use 1 to 128 characters of [A-Za-z0-9._:-]");
         goto out;
     }
 
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    char call_id[CMN_CALLID_MAX];
-    const char *client_id = evhttp_find_header(in, "X-Call-Id");
-    if (client_id != NULL) {
-        if (!cmn_callid_valid(client_id)) {
-            count(as, fn_label, 400);
-            gw_reply_text(req, 400,
-                          "invalid X-Call-Id: use 1 to 128 characters of [A-Za-z0-9._:-]");
-            goto out;
-        }
-        gw_strlcpy(call_id, client_id, sizeof(call_id));
-    } else {
-        cmn_callid_new(call_id);
-    }
-
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(body);
     int64_t max_body = as->config.max_body_bytes;
@@ -406,47 +331,42 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
         snprintf(text, sizeof(text), "request body too large (%zu bytes), maximum: %lld bytes",
                  body_len, (long long)max_body);
         count(as, fn_label, 413);
-        reply_early(req, 413, call_id, text);
+        gw_req_reply_text(r, 413, text);
         goto out;
     }
 
     const char *callback = evhttp_find_header(in, "X-Callback-Url");
     if (callback != NULL && !callback_url_ok(callback, text, sizeof(text))) {
         count(as, fn_label, 400);
-        reply_early(req, 400, call_id, text);
+        gw_req_reply_text(r, 400, text);
         goto out;
     }
 
-    call = call_alloc(as);
-    if (call == NULL) {
-        reply_early(req, 503, call_id, "out of memory, call not queued");
-        goto out;
-    }
-    memcpy(call->call_id, call_id, sizeof(call_id));
-    memcpy(call->fn_label, fn_label, sizeof(fn_label));
-    int64_t start_ns = gw_now_ns();
-    gw_fmt_i64(call->start, start_ns);
-    call->t0_ns = gw_mono_ns();
-
-    memcpy(qc.call_id, call_id, sizeof(call_id));
+    memcpy(qc.call_id, r->call_id, sizeof(qc.call_id));
     qc.function = strndup(name, name_len);
     qc.method = strdup("POST");
     qc.path = strdup(sub);
     qc.query = strdup(target->query != NULL ? target->query : "");
     qc.callback_url = callback != NULL ? strdup(callback) : NULL;
-    qc.start_ns = start_ns;
+    qc.start_ns = strtoll(r->start, NULL, 10);
     st = CMN_ERR_NOMEM;
     if (qc.function != NULL && qc.method != NULL && qc.path != NULL && qc.query != NULL &&
         (callback == NULL || qc.callback_url != NULL))
-        st = copy_request_headers(req, call, &qc.headers);
+        st = copy_request_headers(r, &qc.headers);
     if (st != CMN_OK) {
-        reply_early(req, 503, call_id, "out of memory, call not queued");
-        call_free(call);
+        gw_req_reply_text(r, 503, "out of memory, call not queued");
         goto out;
     }
+    struct as_call *call = gw_req_area(r);
+    call->as = as;
+    call->r = r;
+    memcpy(call->fn_label, fn_label, sizeof(fn_label));
     /* Encoded straight into the NATS message (no intermediate header list). */
     if (as->pub == NULL) {
+        struct cmn_headers encoded;
+        cmn_headers_init(&encoded);
         st = cmn_call_encode(&qc, &encoded, &err); /* validation still answers 400 */
+        cmn_headers_free(&encoded);
         if (st == CMN_OK)
             st = cmn_err_set(&err, CMN_ERR_UNAVAILABLE, 0, "no NATS handle");
     } else {
@@ -458,8 +378,7 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
     if (st == CMN_ERR_INVALID) {
         snprintf(text, sizeof(text), "invalid request: %s", err.msg);
         count(as, fn_label, 400);
-        reply_early(req, 400, call_id, text);
-        call_free(call);
+        gw_req_reply_text(r, 400, text);
         goto out;
     }
     if (st != CMN_OK) {
@@ -475,23 +394,21 @@ void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
             snprintf(text, sizeof(text), "out of memory, call not queued");
         else
             snprintf(text, sizeof(text), "NATS error, call not queued");
-        LOG_WARN(call_id, "publish to NATS failed (%s): %s", cmn_status_name(st), err.msg);
+        LOG_WARN(r->call_id, "publish to NATS failed (%s): %s", cmn_status_name(st), err.msg);
         count(as, fn_label, code);
         if (code == 503)
             evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
-        reply_early(req, code, call_id, text);
-        call_free(call);
+        gw_req_reply_text(r, code, text);
         goto out;
     }
 
-    /* Published: exactly one completion will carry `call`. */
-    call->req = req;
-    live_add(as, call);
-    evhttp_connection_set_closecb(evhttp_request_get_connection(req), client_closed_cb, call);
-    LOG_DEBUG(call_id, "publishing %zu bytes for %.*s", body_len, (int)name_len, name);
+    /* Published: exactly one completion will carry `call`; the request is
+     * held until then. */
+    as->live_count++;
+    gw_req_hold(r, &call_hooks, call);
+    LOG_DEBUG(r->call_id, "publishing %zu bytes for %.*s", body_len, (int)name_len, name);
 out:
     cmn_call_free(&qc);
-    cmn_headers_free(&encoded);
 }
 
 /* ---- lifecycle ---------------------------------------------------------- */
@@ -526,32 +443,10 @@ size_t gw_async_inflight(const struct gw_async *as)
     return as->live_count;
 }
 
-void gw_async_abort_all(struct gw_async *as)
-{
-    for (struct as_call *call = as->live; call != NULL; call = call->next) {
-        if (!call->replied) {
-            count(as, call->fn_label, 503);
-            call_reply(call, 503, "gateway shutting down, call may not be queued");
-        }
-    }
-}
-
 void gw_async_free(struct gw_async *as)
 {
     if (as == NULL)
         return;
-    /* Outcomes that arrived but were not processed yet are in the live list too. */
-    gw_async_abort_all(as);
-    while (as->live != NULL) {
-        struct as_call *call = as->live;
-        live_remove(as, call);
-        free(call);
-    }
-    while (as->cache != NULL) {
-        struct as_call *next = as->cache->next;
-        free(as->cache);
-        as->cache = next;
-    }
     if (as->done_ev != NULL)
         event_free(as->done_ev);
     if (as->fatal_ev != NULL)

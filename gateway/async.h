@@ -58,24 +58,20 @@ void gw_async_on_event(enum cmn_nats_event event, const char *detail, void *clos
 /* True once a fatal NATS event stopped the loop: the program exits 1. */
 bool gw_async_fatal(const struct gw_async *as);
 
-/* Handles one request whose path starts with "/async-function/". `req`
- * (borrowed from evhttp) gets exactly one reply: 202 once stored; 400 bad
+/* Handles one request whose path starts with "/async-function/"; takes `r`
+ * (it gets exactly one reply; a published call holds it until the publish
+ * outcome, whatever the client did meanwhile): 202 once stored; 400 bad
  * name / X-Callback-Url / X-Call-Id; 404 unknown function; 405 other methods;
  * 413 body too large (ours or the stream's limit); 503 with Retry-After when
  * NATS is unavailable, full, refuses, or did not confirm in time. */
-void gw_async_handle(struct gw_async *as, struct evhttp_request *req,
-                     const struct gw_target *target);
+void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_target *target);
 
-/* Publishes still waiting for their outcome (for draining). */
+/* Publishes still waiting for their outcome (also counted by gw_req_live). */
 size_t gw_async_inflight(const struct gw_async *as);
 
-/* Drain deadline passed: replies 503 to every client still waiting. The calls
- * stay until their completion (or gw_async_free). */
-void gw_async_abort_all(struct gw_async *as);
-
-/* Frees the module and every remaining call. Call after cmn_jspub_free (so
- * no completion can arrive any more) and before event_base_free. NULL
- * allowed. */
+/* Frees the module. Call after cmn_jspub_free (so no completion can arrive
+ * any more) and before event_base_free; calls still pending are freed with
+ * their requests by gw_req_teardown. NULL allowed. */
 void gw_async_free(struct gw_async *as);
 
 #endif

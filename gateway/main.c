@@ -49,6 +49,7 @@ struct gw_config {
     char *function_namespace;
     int64_t max_body_bytes;
     int64_t max_sync_body_bytes;
+    int64_t max_response_bytes;
     int64_t nats_publish_timeout;
     int64_t nats_max_pending;
     int64_t upstream_timeout;
@@ -96,6 +97,8 @@ static const struct cmn_config_entry config_table[] = {
      "largest async request body (bytes); larger gets 413"},
     {"max_sync_body_bytes", CMN_CFG_INT, "67108864", 0, 1024 * MIB, OFF(max_sync_body_bytes), false,
      "largest sync request body (bytes); larger gets 413"},
+    {"max_response_bytes", CMN_CFG_INT, "67108864", 1, 1024 * MIB, OFF(max_response_bytes), false,
+     "largest sync response body a function may return (bytes); larger gets 502"},
     {"nats_publish_timeout", CMN_CFG_DURATION, "5s", 100, 60000, OFF(nats_publish_timeout), false,
      "deadline for the stream to confirm a call (re-sent meanwhile, within the stream's 2 min "
      "duplicate window) before 503"},
@@ -167,23 +170,27 @@ static void route(struct evhttp_request *req, void *arg)
             return;
         }
     }
+    struct gw_req *r = gw_req_open(req);
+    if (r == NULL)
+        return;
     const char *p = target.path;
     if (has_prefix(p, "/function/")) {
-        gw_proxy_handle(gw->proxy, req, &target);
+        gw_proxy_handle(gw->proxy, r, &target);
     } else if (has_prefix(p, "/async-function/")) {
-        gw_async_handle(gw->async, req, &target);
+        gw_async_handle(gw->async, r, &target);
     } else if (strcmp(p, "/healthz") == 0 || strcmp(p, "/readyz") == 0) {
-        gw_system_health(gw->system, req, &target);
+        gw_system_health(gw->system, r, &target);
     } else if (has_prefix(p, "/system/")) {
-        gw_system_handle(gw->system, req, &target);
+        gw_system_handle(gw->system, r, &target);
     } else {
-        gw_reply_text(req, 404, "404 page not found");
+        gw_req_reply_text(r, 404, "404 page not found");
     }
 }
 
 static size_t inflight(const struct gateway *gw)
 {
-    return gw_proxy_inflight(gw->proxy) + gw_async_inflight(gw->async);
+    (void)gw;
+    return gw_req_live();
 }
 
 static void drain_tick_cb(evutil_socket_t fd, short what, void *arg)
@@ -201,8 +208,7 @@ static void drain_tick_cb(evutil_socket_t fd, short what, void *arg)
         if (now >= gw->drain_deadline_ns) {
             LOG_WARN(NULL, "drain_timeout passed with %zu calls in flight: answering 503",
                      inflight(gw));
-            gw_proxy_abort_all(gw->proxy);
-            gw_async_abort_all(gw->async);
+            gw_req_abort_all();
             gw->phase = FLUSHING;
             gw->flush_deadline_ns = now + (int64_t)FLUSH_MS * 1000000;
         }
@@ -268,6 +274,11 @@ static void declare_metrics(struct cmn_metrics *m)
     cmn_metrics_declare(m, "gateway_async_stored_after_503_total", CMN_METRIC_COUNTER,
                         "Calls answered 503 (not confirmed in time) that the stream stored later");
     cmn_metrics_add(m, "gateway_async_stored_after_503_total", NULL, 0);
+    cmn_metrics_declare(m, "gateway_function_cancelled_total", CMN_METRIC_COUNTER,
+                        "Sync calls cancelled because the client hung up (by function)");
+    cmn_metrics_declare(m, "gateway_upstream_retries_total", CMN_METRIC_COUNTER,
+                        "Sync calls sent again after a kept-alive connection closed on reuse");
+    cmn_metrics_add(m, "gateway_upstream_retries_total", NULL, 0);
     gw_system_declare_queue_metrics(m);
 }
 
@@ -305,6 +316,7 @@ static void shutdown_all(struct gateway *gw)
         evhttp_free(gw->metrics_http);
     gw_async_free(gw->async);
     gw_proxy_free(gw->proxy);
+    gw_req_teardown();
     gw_system_free(gw->system);
     if (gw->dns != NULL)
         evdns_base_free(gw->dns, 1); /* runs orphaned lookups' callbacks: they free */
@@ -385,6 +397,7 @@ int main(int argc, char **argv)
         event_config_free(ecfg);
     }
     gw.metrics = cmn_metrics_new();
+    gw_req_setup(gw.base);
     if (gw.base == NULL || gw.metrics == NULL) {
         LOG_ERROR(NULL, "out of memory at start-up");
         goto out;
@@ -404,7 +417,8 @@ int main(int argc, char **argv)
                                    .default_ns = gw.cfg.function_namespace,
                                    .direct_functions = gw.cfg.direct_functions,
                                    .upstream_timeout_ms = gw.cfg.upstream_timeout,
-                                   .max_idle_per_upstream = 256};
+                                   .max_idle_per_upstream = 256,
+                                   .max_response_bytes = gw.cfg.max_response_bytes};
     struct gw_async_config acfg = {.base = gw.base,
                                    .resolver = gw.resolver,
                                    .metrics = gw.metrics,

@@ -32,10 +32,10 @@
 #define DNS_TTL_NS (5LL * 1000000000LL)
 #define BUCKETS 256
 #define MAX_UPSTREAMS 4096
-#define CALL_CACHE_MAX 1024
 #define URI_INLINE 512
 #define URL_MAX 1024
 #define LABELS_MAX 200
+#define MAX_RESPONSE_HEADER_BYTES (1024 * 1024)
 
 struct px_call;
 
@@ -70,11 +70,12 @@ struct upstream {
     int refs; /* calls pointing at this upstream */
 };
 
+/* One sync call, kept in its request's area (gw_req_area): the request owner
+ * holds the client side, this the upstream side. */
 struct px_call {
     struct gw_proxy *px;
-    struct px_call *prev, *next; /* live list, or the free cache (next only) */
+    struct gw_req *r; /* the owner: client request, ids, hang-up watch */
     struct px_call *wait_next;
-    struct evhttp_request *req; /* client request; NULL once the client went away */
     struct upstream *up;
     struct evhttp_connection *conn;
     unsigned conn_gen;
@@ -82,12 +83,12 @@ struct px_call {
     struct event deadline;
     enum evhttp_cmd_type method;
     bool waiting_dns;
-    bool sending;    /* inside evhttp_make_request: completion is deferred */
-    bool early_done; /* completion arrived during evhttp_make_request */
-    int up_error;    /* enum evhttp_request_error, -1 = none */
-    int64_t t0_ns;
-    char call_id[CMN_CALLID_MAX];
-    char start[24];
+    bool sending;                         /* inside evhttp_make_request: completion is deferred */
+    bool early_done;                      /* completion arrived during evhttp_make_request */
+    bool reused;                          /* the connection came from the idle pool */
+    bool got_headers;                     /* the upstream's response head arrived */
+    bool retried;                         /* already sent once more after a stale connection */
+    int up_error;                         /* enum evhttp_request_error, -1 = none */
     char fn_full[CMN_NAME_MAX * 2];       /* "name.ns" */
     char fn_label[CMN_NAME_MAX * 2 + 24]; /* function_name="name.ns" */
     char *uri;                            /* uri_inline or malloc'ed */
@@ -99,10 +100,7 @@ struct gw_proxy {
     char *default_ns;
     struct upstream *buckets[BUCKETS];
     int upstream_count;
-    struct px_call *live;
     size_t live_count;
-    struct px_call *cache;
-    int cache_count;
     struct evhttp_connection **graveyard;
     size_t grave_count, grave_cap;
     struct event *grave_ev;
@@ -270,12 +268,16 @@ static struct upstream *upstream_get(struct gw_proxy *px, const char *base_url)
     return up;
 }
 
-static struct evhttp_connection *pool_get(struct gw_proxy *px, struct upstream *up, unsigned *gen)
+/* An idle connection to `up` (when `may_reuse`; *reused says so) or a new one. */
+static struct evhttp_connection *pool_get(struct gw_proxy *px, struct upstream *up, unsigned *gen,
+                                          bool may_reuse, bool *reused)
 {
-    while (up->idle_count > 0) {
+    *reused = false;
+    while (may_reuse && up->idle_count > 0) {
         struct idle_conn ic = up->idle[--up->idle_count];
         if (ic.gen == up->gen) {
             *gen = ic.gen;
+            *reused = true;
             return ic.conn;
         }
         graveyard_add(px, ic.conn);
@@ -289,6 +291,10 @@ static struct evhttp_connection *pool_get(struct gw_proxy *px, struct upstream *
     struct timeval tv = {.tv_sec = (time_t)(px->config.upstream_timeout_ms / 1000) + 1,
                          .tv_usec = (suseconds_t)(px->config.upstream_timeout_ms % 1000) * 1000};
     evhttp_connection_set_timeout_tv(conn, &tv);
+    /* Bounded whatever the function sends: a longer response fails the
+     * request (502) and the connection is closed. */
+    evhttp_connection_set_max_headers_size(conn, MAX_RESPONSE_HEADER_BYTES);
+    evhttp_connection_set_max_body_size(conn, (ev_ssize_t)px->config.max_response_bytes);
     *gen = up->gen;
     return conn;
 }
@@ -319,7 +325,7 @@ static void dns_fail(struct px_call *call, int result)
         call_finish(call, 404);
         return;
     }
-    LOG_WARN(call->call_id, "cannot resolve upstream %s: %s", call->up->host,
+    LOG_WARN(call->r->call_id, "cannot resolve upstream %s: %s", call->up->host,
              evutil_gai_strerror(result));
     call_finish(call, 502);
 }
@@ -433,47 +439,18 @@ static void waiters_remove(struct px_call *call)
 
 /* ---- calls -------------------------------------------------------------- */
 
-static struct px_call *call_alloc(struct gw_proxy *px)
-{
-    struct px_call *call = px->cache;
-    if (call != NULL) {
-        px->cache = call->next;
-        px->cache_count--;
-    } else {
-        call = malloc(sizeof(*call));
-        if (call == NULL)
-            return NULL;
-    }
-    memset(call, 0, offsetof(struct px_call, uri_inline));
-    call->px = px;
-    call->up_error = -1;
-    call->uri = call->uri_inline;
-    return call;
-}
+static const struct gw_req_hooks call_hooks;
 
 static void call_release(struct px_call *call)
 {
-    struct gw_proxy *px = call->px;
-    if (call->prev != NULL)
-        call->prev->next = call->next;
-    else if (px->live == call)
-        px->live = call->next;
-    if (call->next != NULL)
-        call->next->prev = call->prev;
-    px->live_count--;
     if (event_initialized(&call->deadline))
         event_del(&call->deadline);
     if (call->up != NULL)
         call->up->refs--;
     if (call->uri != call->uri_inline)
         free(call->uri);
-    if (px->cache_count < CALL_CACHE_MAX) {
-        call->next = px->cache;
-        px->cache = call;
-        px->cache_count++;
-    } else {
-        free(call);
-    }
+    call->px->live_count--;
+    gw_req_close(call->r);
 }
 
 static void record_metrics(struct px_call *call, int code)
@@ -485,17 +462,9 @@ static void record_metrics(struct px_call *call, int code)
         return;
     char labels[LABELS_MAX];
     gw_code_label(call->fn_label, code, labels, sizeof(labels));
-    double seconds = (double)(gw_mono_ns() - call->t0_ns) / 1e9;
+    double seconds = (double)(gw_mono_ns() - call->r->t0_ns) / 1e9;
     cmn_metrics_add(m, "gateway_function_invocation_total", labels, 1);
     cmn_metrics_observe(m, "gateway_functions_seconds", labels, seconds);
-}
-
-static void set_reply_ids(struct px_call *call, struct evkeyvalq *out)
-{
-    if (evhttp_find_header(out, "X-Call-Id") == NULL)
-        evhttp_add_header(out, "X-Call-Id", call->call_id);
-    if (evhttp_find_header(out, "X-Start-Time") == NULL)
-        evhttp_add_header(out, "X-Start-Time", call->start);
 }
 
 /* Stops whatever the call waits for (DNS, upstream request) without replying. */
@@ -514,38 +483,37 @@ static void call_detach_upstream(struct px_call *call)
     }
 }
 
-/* Replies `code` with a short text body (gateway-made answers) and frees the call. */
-static void call_finish(struct px_call *call, int code)
+/* Replies `code` with a short text body (gateway-made answers: `why` adds a
+ * reason, NULL for none) and frees the call. */
+static void call_finish_why(struct px_call *call, int code, const char *why)
 {
-    struct evhttp_request *req = call->req;
-    if (req != NULL) {
-        struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-        if (evcon != NULL)
-            evhttp_connection_set_closecb(evcon, NULL, NULL);
-        set_reply_ids(call, evhttp_request_get_output_headers(req));
-        char text[CMN_NAME_MAX * 2 + 64];
-        switch (code) {
-        case 404:
-            snprintf(text, sizeof(text), "function not found: %s", call->fn_full);
-            break;
-        case 502:
-            snprintf(text, sizeof(text), "upstream unreachable");
-            break;
-        case 503:
-            snprintf(text, sizeof(text), "gateway shutting down");
-            break;
-        case 504:
-            snprintf(text, sizeof(text), "upstream timeout");
-            break;
-        default:
-            text[0] = '\0';
-            break;
-        }
-        gw_reply_text(req, code, text);
-        call->req = NULL;
+    char text[CMN_NAME_MAX * 2 + 160];
+    switch (code) {
+    case 404:
+        snprintf(text, sizeof(text), "function not found: %s", call->fn_full);
+        break;
+    case 502:
+        snprintf(text, sizeof(text), "upstream unreachable%s%s", why != NULL ? ": " : "",
+                 why != NULL ? why : "");
+        break;
+    case 503:
+        snprintf(text, sizeof(text), "%s", why != NULL ? why : "gateway shutting down");
+        break;
+    case 504:
+        snprintf(text, sizeof(text), "upstream timeout");
+        break;
+    default:
+        text[0] = '\0';
+        break;
     }
+    gw_req_reply_text(call->r, code, text);
     record_metrics(call, code);
     call_release(call);
+}
+
+static void call_finish(struct px_call *call, int code)
+{
+    call_finish_why(call, code, NULL);
 }
 
 static void call_deadline_cb(evutil_socket_t fd, short what, void *arg)
@@ -553,27 +521,37 @@ static void call_deadline_cb(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     struct px_call *call = arg;
-    LOG_WARN(call->call_id, "upstream timeout after %lld ms: %s%s",
+    LOG_WARN(call->r->call_id, "upstream timeout after %lld ms: %s%s",
              (long long)call->px->config.upstream_timeout_ms,
              call->up != NULL ? call->up->base_url : "", call->uri);
     call_detach_upstream(call);
     call_finish(call, 504);
 }
 
-static void client_closed_cb(struct evhttp_connection *evcon, void *arg)
+/* The client hung up: the upstream call is cancelled (the function sees its
+ * connection reset) and nothing is counted as an invocation outcome. */
+static void call_gone(struct gw_req *r, void *state)
 {
-    (void)evcon;
-    struct px_call *call = arg;
-    LOG_DEBUG(call->call_id, "client went away before the reply");
+    (void)r;
+    struct px_call *call = state;
+    LOG_INFO(call->r->call_id, "client went away during the call to %s%s: cancelled",
+             call->up != NULL ? call->up->base_url : "", call->uri);
+    if (call->px->config.metrics != NULL && call->fn_label[0] != '\0')
+        cmn_metrics_add(call->px->config.metrics, "gateway_function_cancelled_total",
+                        call->fn_label, 1);
     call_detach_upstream(call);
-    /* evhttp detaches a request whose reply is still pending (its connection
-     * becomes NULL) and leaves freeing it to us; when the connection is still
-     * set, libevent frees the request itself after this callback. */
-    if (call->req != NULL && evhttp_request_get_connection(call->req) == NULL)
-        evhttp_request_free(call->req);
-    call->req = NULL;
     call_release(call);
 }
+
+static void call_abort(struct gw_req *r, void *state)
+{
+    (void)r;
+    struct px_call *call = state;
+    call_detach_upstream(call);
+    call_finish(call, 503);
+}
+
+static const struct gw_req_hooks call_hooks = {.gone = call_gone, .abort = call_abort};
 
 static void up_error_cb(enum evhttp_request_error error, void *arg)
 {
@@ -581,49 +559,80 @@ static void up_error_cb(enum evhttp_request_error error, void *arg)
     call->up_error = (int)error;
 }
 
-static bool copy_response_header(const char *name)
+static int up_header_cb(struct evhttp_request *up_req, void *arg)
 {
-    return !cmn_header_is_hop_by_hop(name);
+    (void)up_req;
+    struct px_call *call = arg;
+    call->got_headers = true;
+    return 0;
+}
+
+static enum cmn_status add_evkey(void *arg, const char *name, const char *value)
+{
+    return evhttp_add_header(arg, name, value) == 0 ? CMN_OK : CMN_ERR_NOMEM;
 }
 
 static void call_relay(struct px_call *call, struct evhttp_request *up_req)
 {
-    struct evhttp_request *req = call->req;
+    struct evhttp_request *req = call->r->req;
     int code = evhttp_request_get_response_code(up_req);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     struct evkeyvalq *in = evhttp_request_get_input_headers(up_req);
-    for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
-        if (copy_response_header(h->key))
-            evhttp_add_header(out, h->key, h->value);
+    if (req != NULL) {
+        struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+        const char *connection = evhttp_find_header(in, "Connection");
+        for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
+            if (cmn_header_forwardable(CMN_HOP_FROM_FUNCTION, h->key, connection))
+                (void)add_evkey(out, h->key, h->value);
+        }
+        if (call->method == EVHTTP_REQ_HEAD) {
+            const char *cl = evhttp_find_header(in, "Content-Length");
+            if (cl != NULL)
+                evhttp_add_header(out, "Content-Length", cl);
+        }
     }
-    if (call->method == EVHTTP_REQ_HEAD) {
-        const char *cl = evhttp_find_header(in, "Content-Length");
-        if (cl != NULL)
-            evhttp_add_header(out, "Content-Length", cl);
-    }
-    set_reply_ids(call, out);
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    if (evcon != NULL)
-        evhttp_connection_set_closecb(evcon, NULL, NULL);
     const char *reason = evhttp_request_get_response_code_line(up_req);
     if (reason != NULL && reason[0] == '\0')
         reason = NULL;
-    gw_reply(req, code, reason, evhttp_request_get_input_buffer(up_req));
-    call->req = NULL;
+    gw_req_reply(call->r, code, reason, evhttp_request_get_input_buffer(up_req));
     record_metrics(call, code);
-    LOG_DEBUG(call->call_id, "proxied %s%s -> %d", call->up->base_url, call->uri, code);
+    LOG_DEBUG(call->r->call_id, "proxied %s%s -> %d", call->up->base_url, call->uri, code);
     call_release(call);
 }
 
 static void call_failed(struct px_call *call)
 {
+    struct gw_proxy *px = call->px;
+    /* A kept-alive connection the function closed just as it was reused
+     * (the watchdog closes idle ones) fails before any response byte: the
+     * function never read the request, so it is sent once more, on a fresh
+     * connection. */
+    if (call->reused && !call->got_headers && !call->retried &&
+        (call->up_error == EVREQ_HTTP_EOF || call->up_error == EVREQ_HTTP_BUFFER_ERROR)) {
+        call->retried = true;
+        LOG_DEBUG(call->r->call_id, "kept-alive connection to %s closed on reuse: sending again",
+                  call->up->base_url);
+        if (px->config.metrics != NULL)
+            cmn_metrics_add(px->config.metrics, "gateway_upstream_retries_total", NULL, 1);
+        call->up_error = -1;
+        call_send(call);
+        return;
+    }
+    if (call->up_error == EVREQ_HTTP_DATA_TOO_LONG) {
+        char why[96];
+        snprintf(why, sizeof(why), "response over max_response_bytes (%lld bytes)",
+                 (long long)px->config.max_response_bytes);
+        LOG_WARN(call->r->call_id, "upstream %s%s: %s, connection closed", call->up->base_url,
+                 call->uri, why);
+        call_finish_why(call, 502, why);
+        return;
+    }
     int code = call->up_error == EVREQ_HTTP_TIMEOUT ? 504 : 502;
-    LOG_WARN(call->call_id, "error with upstream request to %s%s: %s", call->up->base_url,
-             call->uri,
-             call->up_error == EVREQ_HTTP_TIMEOUT ? "timeout"
-             : call->up_error == EVREQ_HTTP_EOF   ? "connection closed"
-                                                  : "connection failed");
-    call_finish(call, code);
+    const char *why = call->up_error == EVREQ_HTTP_TIMEOUT ? "timeout"
+                      : call->up_error == EVREQ_HTTP_EOF   ? "connection closed"
+                                                           : "connection failed";
+    LOG_WARN(call->r->call_id, "error with upstream request to %s%s: %s", call->up->base_url,
+             call->uri, why);
+    call_finish_why(call, code, code == 502 ? why : NULL);
 }
 
 static void up_done_cb(struct evhttp_request *up_req, void *arg)
@@ -649,31 +658,31 @@ static void up_done_cb(struct evhttp_request *up_req, void *arg)
     if (code == 0) {
         call_failed(call);
     } else if (!relayable) {
-        LOG_WARN(call->call_id, "upstream %s%s answered status %d as a final response",
+        LOG_WARN(call->r->call_id, "upstream %s%s answered status %d as a final response",
                  call->up->base_url, call->uri, code);
-        call_finish(call, 502);
+        call_finish_why(call, 502, "invalid status from the function");
     } else {
         call_relay(call, up_req);
     }
-}
-
-static bool skip_request_header(const char *name)
-{
-    return cmn_header_is_hop_by_hop(name) || strcasecmp(name, "Expect") == 0 ||
-           strcasecmp(name, "X-Call-Id") == 0;
 }
 
 static void call_send(struct px_call *call)
 {
     struct gw_proxy *px = call->px;
     struct upstream *up = call->up;
-    struct evhttp_request *req = call->req;
+    struct evhttp_request *req = call->r->req;
+    if (req == NULL) { /* cannot happen: a gone client cancels the call */
+        call_release(call);
+        return;
+    }
 
-    call->conn = pool_get(px, up, &call->conn_gen);
+    call->conn = pool_get(px, up, &call->conn_gen, !call->retried, &call->reused);
     if (call->conn == NULL) {
         call_finish(call, 502);
         return;
     }
+    call->got_headers = false;
+    call->early_done = false;
     struct evhttp_request *up_req = evhttp_request_new(up_done_cb, call);
     if (up_req == NULL) {
         graveyard_add(px, call->conn);
@@ -682,28 +691,26 @@ static void call_send(struct px_call *call)
         return;
     }
     evhttp_request_set_error_cb(up_req, up_error_cb);
+    evhttp_request_set_header_cb(up_req, up_header_cb);
 
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
     struct evkeyvalq *out = evhttp_request_get_output_headers(up_req);
+    const char *connection = evhttp_find_header(in, "Connection");
     for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
-        if (!skip_request_header(h->key))
+        if (cmn_header_forwardable(CMN_HOP_TO_FUNCTION, h->key, connection))
             evhttp_add_header(out, h->key, h->value);
     }
     evhttp_add_header(out, "Host", up->host_header);
-    evhttp_add_header(out, "X-Call-Id", call->call_id);
-    if (evhttp_find_header(in, "X-Start-Time") == NULL)
-        evhttp_add_header(out, "X-Start-Time", call->start);
-    if (evhttp_find_header(in, "X-Forwarded-For") == NULL) {
-        char ip[GW_ADDR_MAX];
-        gw_client_ip(req, ip, sizeof(ip));
-        if (ip[0] != '\0')
-            evhttp_add_header(out, "X-Forwarded-For", ip);
-    }
-    if (evhttp_find_header(in, "X-Forwarded-Host") == NULL) {
-        const char *host = evhttp_find_header(in, "Host");
-        if (host != NULL)
-            evhttp_add_header(out, "X-Forwarded-Host", host);
-    }
+    char ip[GW_ADDR_MAX];
+    gw_client_ip(req, ip, sizeof(ip));
+    struct cmn_forwarded fwd = {.call_id = call->r->call_id,
+                                .start = call->r->start,
+                                .client_start = evhttp_find_header(in, "X-Start-Time"),
+                                .client_ip = ip,
+                                .client_xff = evhttp_find_header(in, "X-Forwarded-For"),
+                                .host = evhttp_find_header(in, "Host"),
+                                .client_xfh = evhttp_find_header(in, "X-Forwarded-Host")};
+    (void)cmn_header_add_forwarded(&fwd, add_evkey, out);
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(body);
     if (body_len > 0 || call->method == EVHTTP_REQ_POST || call->method == EVHTTP_REQ_PUT ||
@@ -712,11 +719,14 @@ static void call_send(struct px_call *call)
         gw_fmt_i64(len, (int64_t)body_len);
         evhttp_add_header(out, "Content-Length", len);
     }
-    evbuffer_add_buffer(evhttp_request_get_output_buffer(up_req), body);
+    /* By reference: the body stays in the client's request for a second
+     * send on a fresh connection. */
+    if (body_len > 0)
+        evbuffer_add_buffer_reference(evhttp_request_get_output_buffer(up_req), body);
 
     /* Counted here, once the function is known to exist: in DNS mode a
      * client could otherwise create a series per made-up name. */
-    if (px->config.metrics != NULL)
+    if (px->config.metrics != NULL && !call->retried)
         cmn_metrics_add(px->config.metrics, "gateway_function_invocation_started", call->fn_label,
                         1);
     call->up_req = up_req;
@@ -730,10 +740,6 @@ static void call_send(struct px_call *call)
     /* The socket exists once the connect has started; idempotent on reuse. */
     if (call->conn != NULL)
         gw_set_nodelay(bufferevent_getfd(evhttp_connection_get_bufferevent(call->conn)));
-    if (call->early_done) {
-        call_failed(call);
-        return;
-    }
     if (rc != 0) {
         /* Not sent (out of memory or no socket). libevent may or may not have
          * freed the request depending on where it failed: leaking it in this
@@ -762,8 +768,9 @@ static bool build_uri(struct px_call *call, const char *prefix, const char *sub,
     return true;
 }
 
-void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
-                     const struct gw_target *target)
+_Static_assert(sizeof(struct px_call) <= GW_REQ_AREA_BYTES, "px_call must fit a request's area");
+
+void gw_proxy_handle(struct gw_proxy *px, struct gw_req *r, const struct gw_target *target)
 {
     const char *rest = target->path + strlen(ROUTE_PREFIX);
     const char *name = NULL, *sub = NULL;
@@ -772,13 +779,13 @@ void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
     char text[CMN_NAME_MAX * 2 + 64];
 
     if (cmn_route_split(rest, &name, &name_len, &sub) != CMN_OK) {
-        gw_reply_text(req, 404, "function not found: ");
+        gw_req_reply_text(r, 404, "function not found: ");
         return;
     }
     if (cmn_name_parse(name, name_len, px->default_ns, &fn, NULL) != CMN_OK) {
         snprintf(text, sizeof(text), "invalid function name: %.*s",
                  (int)(name_len > 128 ? 128 : name_len), name);
-        gw_reply_text(req, 400, text);
+        gw_req_reply_text(r, 400, text);
         return;
     }
     char url[URL_MAX];
@@ -788,40 +795,25 @@ void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
             snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
         else
             snprintf(text, sizeof(text), "cannot resolve function %s.%s", fn.name, fn.ns);
-        gw_reply_text(req, st == CMN_ERR_NOT_FOUND ? 404 : 502, text);
+        gw_req_reply_text(r, st == CMN_ERR_NOT_FOUND ? 404 : 502, text);
         return;
     }
-    struct px_call *call = call_alloc(px);
-    if (call == NULL) {
-        gw_reply_text(req, 503, "out of memory");
-        return;
-    }
-    call->next = px->live;
-    if (px->live != NULL)
-        px->live->prev = call;
-    px->live = call;
+    (void)gw_req_set_ids(r, false, true);
+    struct px_call *call = gw_req_area(r);
+    memset(call, 0, offsetof(struct px_call, uri_inline));
+    call->px = px;
+    call->r = r;
+    call->up_error = -1;
+    call->uri = call->uri_inline;
+    call->method = (enum evhttp_cmd_type)r->method;
     px->live_count++;
-    call->req = req;
-    call->method = evhttp_request_get_command(req);
-    call->t0_ns = gw_mono_ns();
+    gw_req_hold(r, &call_hooks, call);
     gw_fn_label(fn.name, fn.ns, call->fn_full, sizeof(call->fn_full), call->fn_label,
                 sizeof(call->fn_label));
 
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    const char *id = evhttp_find_header(in, "X-Call-Id");
-    if (id != NULL && cmn_callid_valid(id))
-        gw_strlcpy(call->call_id, id, sizeof(call->call_id));
-    else
-        cmn_callid_new(call->call_id);
-    const char *start = evhttp_find_header(in, "X-Start-Time");
-    if (start != NULL && strlen(start) < sizeof(call->start) && cmn_header_value_safe(start, 23))
-        gw_strlcpy(call->start, start, sizeof(call->start));
-    else
-        gw_fmt_i64(call->start, gw_now_ns());
-
     struct upstream *up = upstream_get(px, url);
     if (up == NULL || up->broken) {
-        LOG_WARN(call->call_id, "unusable upstream URL for %s.%s: %s (only http:// is supported)",
+        LOG_WARN(r->call_id, "unusable upstream URL for %s.%s: %s (only http:// is supported)",
                  fn.name, fn.ns, url);
         call_finish(call, 502);
         return;
@@ -829,16 +821,15 @@ void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
     call->up = up;
     up->refs++;
     if (!build_uri(call, up->prefix, sub, target->query)) {
-        call_finish(call, 503);
+        call_finish_why(call, 503, "out of memory");
         return;
     }
 
-    evhttp_connection_set_closecb(evhttp_request_get_connection(req), client_closed_cb, call);
     event_assign(&call->deadline, px->config.base, -1, 0, call_deadline_cb, call);
     struct timeval tv = {.tv_sec = (time_t)(px->config.upstream_timeout_ms / 1000),
                          .tv_usec = (suseconds_t)(px->config.upstream_timeout_ms % 1000) * 1000};
     event_add(&call->deadline, &tv);
-    LOG_DEBUG(call->call_id, "proxy %s -> %s%s", target->path, up->base_url, call->uri);
+    LOG_DEBUG(r->call_id, "proxy %s -> %s%s", target->path, up->base_url, call->uri);
 
     int64_t now = gw_mono_ns();
     if (up->numeric || (up->have_addr && now < up->dns_expiry_ns)) {
@@ -886,20 +877,10 @@ size_t gw_proxy_inflight(const struct gw_proxy *px)
     return px->live_count;
 }
 
-void gw_proxy_abort_all(struct gw_proxy *px)
-{
-    while (px->live != NULL) {
-        struct px_call *call = px->live;
-        call_detach_upstream(call);
-        call_finish(call, 503);
-    }
-}
-
 void gw_proxy_free(struct gw_proxy *px)
 {
     if (px == NULL)
         return;
-    gw_proxy_abort_all(px);
     for (int b = 0; b < BUCKETS; b++) {
         struct upstream *up = px->buckets[b];
         while (up != NULL) {
@@ -913,11 +894,6 @@ void gw_proxy_free(struct gw_proxy *px)
         event_free(px->grave_ev);
     }
     free(px->graveyard);
-    while (px->cache != NULL) {
-        struct px_call *next = px->cache->next;
-        free(px->cache);
-        px->cache = next;
-    }
     free(px->default_ns);
     free(px);
 }

@@ -29,6 +29,7 @@ struct gw_proxy_config {
     bool direct_functions;         /* DNS mode: a name that does not resolve is 404 */
     int64_t upstream_timeout_ms;   /* whole-call deadline, connect to last byte */
     int max_idle_per_upstream;     /* idle keep-alive connections kept per upstream */
+    int64_t max_response_bytes;    /* longest response body relayed (then 502), bytes */
 };
 
 /* Creates the proxy. `*out` is new (gw_proxy_free). Errors: CMN_ERR_NOMEM.
@@ -36,23 +37,22 @@ struct gw_proxy_config {
 enum cmn_status gw_proxy_new(const struct gw_proxy_config *config, struct gw_proxy **out,
                              struct cmn_err *err);
 
-/* Handles one request whose path starts with "/function/". `req` (borrowed
- * from evhttp) gets exactly one reply, now or later; `target` (borrowed) is
- * only read during the call. Replies: the upstream's answer; 400 invalid name;
- * 404 unknown function; 502 upstream unreachable; 504 after upstream_timeout. */
-void gw_proxy_handle(struct gw_proxy *px, struct evhttp_request *req,
-                     const struct gw_target *target);
+/* Handles one request whose path starts with "/function/"; takes `r` (it
+ * gets exactly one reply, now or later, and is closed by the proxy);
+ * `target` (borrowed) is only read during the call. Replies: the upstream's
+ * answer; 400 invalid name; 404 unknown function; 502 upstream unreachable or
+ * its response over max_response_bytes; 504 after upstream_timeout. A client
+ * hang-up cancels the upstream request; the drain deadline answers 503. A
+ * kept-alive connection that fails before any response byte is retried once
+ * on a fresh connection. */
+void gw_proxy_handle(struct gw_proxy *px, struct gw_req *r, const struct gw_target *target);
 
-/* Calls that still owe their client a reply (for draining). */
+/* Calls in flight (their requests are also counted by gw_req_live). */
 size_t gw_proxy_inflight(const struct gw_proxy *px);
 
-/* Drain deadline passed: cancels every in-flight upstream request and replies
- * 503 to its client. */
-void gw_proxy_abort_all(struct gw_proxy *px);
-
-/* Frees the proxy: aborts in-flight calls (503), closes pooled connections,
- * orphans pending DNS lookups. Call before evdns_base_free and event_base_free.
- * NULL allowed. */
+/* Frees the proxy: closes pooled connections, orphans pending DNS lookups.
+ * Every call must have ended (evhttp_free runs first). Call before
+ * evdns_base_free and event_base_free. NULL allowed. */
 void gw_proxy_free(struct gw_proxy *px);
 
 #endif

@@ -10,9 +10,16 @@
 #include <string.h>
 #include <time.h>
 
+#include <stdlib.h>
+
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+
+#include "cmn/headers.h"
+#include "cmn/log.h"
+
+#define REQ_CACHE_MAX 1024
 
 static bool draining;
 
@@ -230,4 +237,209 @@ void gw_code_label(const char *fn_label, int code, char *out, size_t size)
     p += nl;
     *p++ = '"';
     *p = '\0';
+}
+
+/* ---- the request owner -------------------------------------------------- */
+
+static struct event_base *req_base;
+static struct gw_req *live_head;
+static size_t live_count;
+static struct gw_req *cache_head;
+static size_t cache_count;
+
+void gw_req_setup(struct event_base *base)
+{
+    req_base = base;
+}
+
+static void req_free(struct gw_req *r)
+{
+    cmn_hangup_stop(&r->hangup);
+    if (r->held) {
+        if (r->prev != NULL)
+            r->prev->next = r->next;
+        else
+            live_head = r->next;
+        if (r->next != NULL)
+            r->next->prev = r->prev;
+        live_count--;
+    }
+    if (cache_count < REQ_CACHE_MAX) {
+        r->next = cache_head;
+        cache_head = r;
+        cache_count++;
+    } else {
+        free(r);
+    }
+}
+
+struct gw_req *gw_req_open(struct evhttp_request *req)
+{
+    struct gw_req *r = cache_head;
+    if (r != NULL) {
+        cache_head = r->next;
+        cache_count--;
+    } else {
+        r = malloc(sizeof(*r));
+        if (r == NULL) {
+            gw_reply_text(req, 503, "out of memory");
+            return NULL;
+        }
+    }
+    memset(r, 0, offsetof(struct gw_req, call_id));
+    r->call_id[0] = '\0';
+    r->start[0] = '\0';
+    r->req = req;
+    r->method = (int)evhttp_request_get_command(req);
+    r->t0_ns = gw_mono_ns();
+    return r;
+}
+
+bool gw_req_set_ids(struct gw_req *r, bool strict, bool adopt_start)
+{
+    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    const char *id = evhttp_find_header(in, "X-Call-Id");
+    if (id != NULL && cmn_callid_valid(id)) {
+        gw_strlcpy(r->call_id, id, sizeof(r->call_id));
+    } else {
+        if (id != NULL && strict)
+            return false;
+        cmn_callid_new(r->call_id);
+    }
+    const char *start = adopt_start ? evhttp_find_header(in, "X-Start-Time") : NULL;
+    if (start != NULL && strlen(start) < sizeof(r->start) &&
+        cmn_header_value_safe(start, sizeof(r->start) - 1))
+        gw_strlcpy(r->start, start, sizeof(r->start));
+    else
+        gw_fmt_i64(r->start, gw_now_ns());
+    return true;
+}
+
+static void owner_closed_cb(struct evhttp_connection *evcon, void *arg)
+{
+    (void)evcon;
+    struct gw_req *r = arg;
+    cmn_hangup_stop(&r->hangup);
+    /* evhttp detaches a request whose reply is pending (its connection
+     * becomes NULL) and leaves freeing it to us; when the connection is still
+     * set, libevent frees the request itself after this callback. */
+    if (r->req != NULL && evhttp_request_get_connection(r->req) == NULL)
+        evhttp_request_free(r->req);
+    r->req = NULL;
+    r->gone = true;
+    LOG_DEBUG(r->call_id[0] != '\0' ? r->call_id : NULL, "client went away before the reply");
+    if (!r->replied && r->hooks != NULL && r->hooks->gone != NULL)
+        r->hooks->gone(r, r->state); /* may close r */
+}
+
+void gw_req_hold(struct gw_req *r, const struct gw_req_hooks *hooks, void *state)
+{
+    r->hooks = hooks;
+    r->state = state;
+    if (!r->held) {
+        r->held = true;
+        r->prev = NULL;
+        r->next = live_head;
+        if (live_head != NULL)
+            live_head->prev = r;
+        live_head = r;
+        live_count++;
+    }
+    struct evhttp_connection *evcon = r->req != NULL ? evhttp_request_get_connection(r->req) : NULL;
+    if (evcon == NULL)
+        return;
+    evhttp_connection_set_closecb(evcon, owner_closed_cb, r);
+    if (req_base != NULL)
+        (void)cmn_hangup_watch(&r->hangup, req_base, evcon);
+}
+
+void gw_req_reply(struct gw_req *r, int code, const char *reason, struct evbuffer *body)
+{
+    if (r->replied) {
+        LOG_DEBUG(r->call_id[0] != '\0' ? r->call_id : NULL, "second reply %d dropped", code);
+        return;
+    }
+    r->replied = true;
+    cmn_hangup_stop(&r->hangup);
+    struct evhttp_request *req = r->req;
+    r->req = NULL;
+    if (req != NULL) {
+        struct evhttp_connection *evcon = evhttp_request_get_connection(req);
+        if (evcon != NULL && r->held)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
+        if (r->call_id[0] != '\0') {
+            struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+            if (evhttp_find_header(out, "X-Call-Id") == NULL)
+                evhttp_add_header(out, "X-Call-Id", r->call_id);
+            if (evhttp_find_header(out, "X-Start-Time") == NULL)
+                evhttp_add_header(out, "X-Start-Time", r->start);
+        }
+        gw_reply(req, code, reason, body);
+    }
+    if (!r->held)
+        req_free(r);
+}
+
+void gw_req_reply_text(struct gw_req *r, int code, const char *text)
+{
+    if (r->req != NULL && !r->replied && text != NULL && text[0] != '\0') {
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                          "text/plain; charset=utf-8");
+        /* A HEAD reply carries the headers only (RFC 9110 §9.3.2). */
+        if (r->method != EVHTTP_REQ_HEAD)
+            evbuffer_add(evhttp_request_get_output_buffer(r->req), text, strlen(text));
+    }
+    gw_req_reply(r, code, NULL, NULL);
+}
+
+void gw_req_close(struct gw_req *r)
+{
+    if (!r->replied && r->req != NULL) {
+        LOG_ERROR(r->call_id[0] != '\0' ? r->call_id : NULL,
+                  "request closed without a reply: answering 500");
+        /* The reply below must not free: close does. */
+        bool held = r->held;
+        r->held = true;
+        gw_req_reply_text(r, 500, "internal error: no reply");
+        r->held = held;
+    }
+    if (r->req != NULL) {
+        struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
+        if (evcon != NULL)
+            evhttp_connection_set_closecb(evcon, NULL, NULL);
+        r->req = NULL;
+    }
+    req_free(r);
+}
+
+size_t gw_req_live(void)
+{
+    return live_count;
+}
+
+void gw_req_abort_all(void)
+{
+    struct gw_req *r = live_head;
+    while (r != NULL) {
+        struct gw_req *next = r->next;
+        if (!r->replied && r->hooks != NULL && r->hooks->abort != NULL)
+            r->hooks->abort(r, r->state); /* may close r */
+        r = next;
+    }
+}
+
+void gw_req_teardown(void)
+{
+    while (live_head != NULL) {
+        struct gw_req *r = live_head;
+        live_head = r->next;
+        free(r);
+    }
+    live_count = 0;
+    while (cache_head != NULL) {
+        struct gw_req *next = cache_head->next;
+        free(cache_head);
+        cache_head = next;
+    }
+    cache_count = 0;
 }

@@ -105,11 +105,11 @@ static bool token_equal(const char *given, size_t given_len, const char *expecte
     return diff == 0;
 }
 
-static bool authorized(struct gw_system *sys, struct evhttp_request *req)
+static bool authorized(struct gw_system *sys, struct gw_req *r)
 {
     if (sys->expected_token == NULL)
         return true;
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
+    const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
     if (h == NULL || strncasecmp(h, "Basic ", 6) != 0)
         return false;
     h += 6;
@@ -121,16 +121,17 @@ static bool authorized(struct gw_system *sys, struct evhttp_request *req)
     return token_equal(h, len, sys->expected_token, sys->expected_len);
 }
 
-static void reply_json(struct evhttp_request *req, char *json)
+static void reply_json(struct gw_req *r, char *json)
 {
     if (json == NULL) {
-        gw_reply_text(req, 500, "out of memory");
+        gw_req_reply_text(r, 500, "out of memory");
         return;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Content-Type", "application/json");
-    evbuffer_add(evhttp_request_get_output_buffer(req), json, strlen(json));
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
+                      "application/json");
+    evbuffer_add(evhttp_request_get_output_buffer(r->req), json, strlen(json));
     free(json);
-    gw_reply(req, 200, NULL, NULL);
+    gw_req_reply(r, 200, NULL, NULL);
 }
 
 /* The "namespace" query parameter, copied into `out`; false when absent. */
@@ -152,19 +153,19 @@ static bool query_namespace(const struct gw_target *target, char *out, size_t si
     return found;
 }
 
-static void reply_method_not_allowed(struct evhttp_request *req)
+static void reply_method_not_allowed(struct gw_req *r)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
-    gw_reply_text(req, 405, NULL);
+    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Allow", "GET");
+    gw_req_reply_text(r, 405, NULL);
 }
 
-static bool is_get(struct evhttp_request *req)
+static bool is_get(struct gw_req *r)
 {
-    enum evhttp_cmd_type m = evhttp_request_get_command(req);
+    int m = r->method;
     return m == EVHTTP_REQ_GET || m == EVHTTP_REQ_HEAD;
 }
 
-static void system_info(struct gw_system *sys, struct evhttp_request *req)
+static void system_info(struct gw_system *sys, struct gw_req *r)
 {
     char json[1024];
     const char *mode =
@@ -175,11 +176,11 @@ static void system_info(struct gw_system *sys, struct evhttp_request *req)
              "\"version\":{\"release\":\"%s\",\"sha\":\"\",\"commit_message\":\"\"},"
              "\"arch\":\"%s\"}",
              mode, CFAAS_VERSION, CFAAS_VERSION, sys->arch);
-    reply_json(req, strdup(json));
+    reply_json(r, strdup(json));
 }
 
-static void system_function(struct gw_system *sys, struct evhttp_request *req,
-                            const struct gw_target *target, const char *name)
+static void system_function(struct gw_system *sys, struct gw_req *r, const struct gw_target *target,
+                            const char *name)
 {
     char ns[CMN_NAME_MAX];
     const char *default_ns = sys->default_ns;
@@ -193,75 +194,73 @@ static void system_function(struct gw_system *sys, struct evhttp_request *req,
     if (cmn_name_parse(name, len, default_ns, &fn, NULL) != CMN_OK) {
         snprintf(text, sizeof(text), "invalid function name: %.*s", (int)(len > 128 ? 128 : len),
                  name);
-        gw_reply_text(req, 400, text);
+        gw_req_reply_text(r, 400, text);
         return;
     }
     char *json = cmn_resolver_function_json(sys->config.resolver, &fn);
     if (json == NULL) {
         snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
-        gw_reply_text(req, 404, text);
+        gw_req_reply_text(r, 404, text);
         return;
     }
-    reply_json(req, json);
+    reply_json(r, json);
 }
 
-void gw_system_handle(struct gw_system *sys, struct evhttp_request *req,
-                      const struct gw_target *target)
+void gw_system_handle(struct gw_system *sys, struct gw_req *r, const struct gw_target *target)
 {
-    if (!authorized(sys, req)) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "WWW-Authenticate",
+    if (!authorized(sys, r)) {
+        evhttp_add_header(evhttp_request_get_output_headers(r->req), "WWW-Authenticate",
                           "Basic realm=\"Restricted\"");
-        gw_reply_text(req, 401, "invalid credentials");
+        gw_req_reply_text(r, 401, "invalid credentials");
         return;
     }
     const char *path = target->path;
     if (strcmp(path, "/system/functions") == 0 || strcmp(path, "/system/functions/") == 0) {
-        if (!is_get(req)) {
-            reply_method_not_allowed(req);
+        if (!is_get(r)) {
+            reply_method_not_allowed(r);
             return;
         }
         char ns[CMN_NAME_MAX];
         const char *use = query_namespace(target, ns, sizeof(ns)) ? ns : sys->default_ns;
-        reply_json(req, cmn_resolver_list_json(sys->config.resolver, use));
+        reply_json(r, cmn_resolver_list_json(sys->config.resolver, use));
         return;
     }
     if (strncmp(path, "/system/function/", 17) == 0 && path[17] != '\0') {
-        if (!is_get(req)) {
-            reply_method_not_allowed(req);
+        if (!is_get(r)) {
+            reply_method_not_allowed(r);
             return;
         }
-        system_function(sys, req, target, path + 17);
+        system_function(sys, r, target, path + 17);
         return;
     }
     if (strcmp(path, "/system/info") == 0) {
-        if (!is_get(req)) {
-            reply_method_not_allowed(req);
+        if (!is_get(r)) {
+            reply_method_not_allowed(r);
             return;
         }
-        system_info(sys, req);
+        system_info(sys, r);
         return;
     }
-    gw_reply_text(req, 404, "404 page not found");
+    gw_req_reply_text(r, 404, "404 page not found");
 }
 
-void gw_system_health(struct gw_system *sys, struct evhttp_request *req,
-                      const struct gw_target *target)
+void gw_system_health(struct gw_system *sys, struct gw_req *r, const struct gw_target *target)
 {
-    if (!is_get(req)) {
-        reply_method_not_allowed(req);
+    if (!is_get(r)) {
+        reply_method_not_allowed(r);
         return;
     }
     if (strcmp(target->path, "/readyz") == 0) {
         if (sys->config.nats == NULL || !cmn_nats_ready(sys->config.nats)) {
-            gw_reply_text(req, 503, "NATS not ready");
+            gw_req_reply_text(r, 503, "NATS not ready");
             return;
         }
         if (sys->config.pub != NULL && cmn_jspub_storage_full(sys->config.pub)) {
-            gw_reply_text(req, 503, "NATS storage full");
+            gw_req_reply_text(r, 503, "NATS storage full");
             return;
         }
     }
-    gw_reply_text(req, 200, "OK");
+    gw_req_reply_text(r, 200, "OK");
 }
 
 void gw_system_declare_queue_metrics(struct cmn_metrics *m)
@@ -330,8 +329,10 @@ void gw_system_metrics_request(struct evhttp_request *req, void *arg)
         return;
     }
     if (strcmp(target.path, "/healthz") == 0) {
-        if (!is_get(req)) {
-            reply_method_not_allowed(req);
+        enum evhttp_cmd_type m = evhttp_request_get_command(req);
+        if (m != EVHTTP_REQ_GET && m != EVHTTP_REQ_HEAD) {
+            evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "GET");
+            gw_reply_text(req, 405, NULL);
             return;
         }
         gw_reply_text(req, 200, "OK");

@@ -45,15 +45,13 @@ enum cmn_status gw_system_new(const struct gw_system_config *config, struct gw_s
                               struct cmn_err *err);
 
 /* Handles GET /healthz (200 "OK") and GET /readyz (200 only when NATS is ready,
- * else 503) on the main port. Exactly one reply. */
-void gw_system_health(struct gw_system *sys, struct evhttp_request *req,
-                      const struct gw_target *target);
+ * else 503) on the main port. Takes `r`: exactly one reply, now. */
+void gw_system_health(struct gw_system *sys, struct gw_req *r, const struct gw_target *target);
 
 /* Handles a request whose path starts with "/system/": 401 without valid
  * credentials (when enabled), 404 unknown route or function, 405 other
- * methods. Exactly one reply. */
-void gw_system_handle(struct gw_system *sys, struct evhttp_request *req,
-                      const struct gw_target *target);
+ * methods. Takes `r`: exactly one reply, now. */
+void gw_system_handle(struct gw_system *sys, struct gw_req *r, const struct gw_target *target);
 
 /* evhttp generic callback of the metrics listener (`arg` = the gw_system):
  * /metrics (any method) and GET /healthz; everything else 404. */

@@ -128,3 +128,77 @@ bool cmn_header_name_valid(const char *name)
     }
     return i > 0;
 }
+
+static bool is_ows(char c)
+{
+    return c == ' ' || c == '\t';
+}
+
+bool cmn_header_in_connection(const char *connection, const char *name)
+{
+    if (connection == NULL)
+        return false;
+    size_t nlen = strlen(name);
+    const char *p = connection;
+    while (*p != '\0') {
+        while (is_ows(*p) || *p == ',')
+            p++;
+        const char *tok = p;
+        while (*p != '\0' && *p != ',')
+            p++;
+        const char *end = p;
+        while (end > tok && is_ows(end[-1]))
+            end--;
+        if ((size_t)(end - tok) == nlen && nlen > 0 && strncasecmp(tok, name, nlen) == 0)
+            return true;
+    }
+    return false;
+}
+
+bool cmn_header_forwardable(enum cmn_hop hop, const char *name, const char *connection)
+{
+    if (cmn_header_is_hop_by_hop(name) || cmn_header_in_connection(connection, name))
+        return false;
+    switch (hop) {
+    case CMN_HOP_TO_FUNCTION:
+        return !cmn_header_is_reserved(name) && strcasecmp(name, "Expect") != 0 &&
+               strcasecmp(name, "X-Call-Id") != 0 && strcasecmp(name, "X-Forwarded-For") != 0;
+    case CMN_HOP_FROM_FUNCTION:
+    case CMN_HOP_TO_PROCESS:
+        return true;
+    }
+    return false;
+}
+
+enum cmn_status cmn_header_add_forwarded(const struct cmn_forwarded *f, cmn_header_sink sink,
+                                         void *arg)
+{
+    enum cmn_status st = sink(arg, "X-Call-Id", f->call_id);
+    if (st == CMN_OK && f->client_start == NULL && f->start != NULL)
+        st = sink(arg, "X-Start-Time", f->start);
+    if (st == CMN_OK) {
+        const char *ip = f->client_ip != NULL && f->client_ip[0] != '\0' ? f->client_ip : NULL;
+        if (ip != NULL && f->client_xff != NULL && f->client_xff[0] != '\0') {
+            /* An IPv6 address is at most 45 bytes; a list beyond 4 KiB is
+             * passed on without our hop rather than truncated. */
+            char list[4096 + 64];
+            size_t n = strlen(f->client_xff);
+            if (n + 2 + strlen(ip) < sizeof(list)) {
+                memcpy(list, f->client_xff, n);
+                list[n] = ',';
+                list[n + 1] = ' ';
+                strcpy(list + n + 2, ip);
+                st = sink(arg, "X-Forwarded-For", list);
+            } else {
+                st = sink(arg, "X-Forwarded-For", f->client_xff);
+            }
+        } else if (ip != NULL) {
+            st = sink(arg, "X-Forwarded-For", ip);
+        } else if (f->client_xff != NULL) {
+            st = sink(arg, "X-Forwarded-For", f->client_xff);
+        }
+    }
+    if (st == CMN_OK && f->client_xfh == NULL && f->host != NULL)
+        st = sink(arg, "X-Forwarded-Host", f->host);
+    return st;
+}

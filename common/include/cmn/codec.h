@@ -60,10 +60,6 @@ void cmn_call_free(struct cmn_call *call);
 enum cmn_status cmn_call_encode(const struct cmn_call *call, struct cmn_headers *out,
                                 struct cmn_err *err);
 
-/* Receives one encoded header (`name` and `value` borrowed for the call);
- * returns CMN_OK or an error (e.g. CMN_ERR_NOMEM) that stops the encoding. */
-typedef enum cmn_status (*cmn_header_sink)(void *arg, const char *name, const char *value);
-
 /* Same encoding as cmn_call_encode, but hands each header to `sink` (with
  * `arg`) instead of building a list: no copies (the JetStream wrapper writes
  * them straight into the NATS message). On error the sink may already have

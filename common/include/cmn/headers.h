@@ -55,4 +55,58 @@ bool cmn_header_name_valid(const char *name);
  * in an HTTP or NATS header. */
 bool cmn_header_value_safe(const char *s, size_t max);
 
+/* ---- the forwarding policy -------------------------------------------------
+ * One rule, used by the gateway's proxy and async route, the codec, the
+ * worker's callback and the watchdog, for which header of one message may be
+ * copied onto the next hop. */
+
+/* Receives one header (`name` and `value` borrowed for the call); returns
+ * CMN_OK or an error (e.g. CMN_ERR_NOMEM) that stops the caller. */
+typedef enum cmn_status (*cmn_header_sink)(void *arg, const char *name, const char *value);
+
+enum cmn_hop {
+    /* A client's request headers on their way to a function (sync proxy,
+     * queued call). Also drops Faas-/Nats- (reserved), Expect (answered by
+     * the gateway), X-Call-Id and X-Forwarded-For (rebuilt by
+     * cmn_header_add_forwarded). */
+    CMN_HOP_TO_FUNCTION,
+    /* A function's response headers on their way to the client or into a
+     * callback. */
+    CMN_HOP_FROM_FUNCTION,
+    /* A request's headers turned into a process's environment (watchdog):
+     * only the hop-by-hop rule. */
+    CMN_HOP_TO_PROCESS,
+};
+
+/* True when `name` is one of the comma-separated tokens of the Connection
+ * field value `connection` (case-insensitive, optional whitespace; NULL = no
+ * Connection header). RFC 9110 §7.6.1: such headers belong to this hop only. */
+bool cmn_header_in_connection(const char *connection, const char *name);
+
+/* True when the header `name` may be copied onto the next hop of kind `hop`:
+ * not hop-by-hop (cmn_header_is_hop_by_hop), not named in `connection` (the
+ * message's own Connection value, NULL if none), and not dropped by the
+ * hop's own rule (see enum cmn_hop). Pure, any thread, never blocks. */
+bool cmn_header_forwardable(enum cmn_hop hop, const char *name, const char *connection);
+
+/* What the gateway adds to a request it hands to a function. Strings are
+ * borrowed; NULL means absent. */
+struct cmn_forwarded {
+    const char *call_id;      /* X-Call-Id: always added (must not be NULL) */
+    const char *start;        /* X-Start-Time, added when client_start is NULL */
+    const char *client_start; /* the client's X-Start-Time (it was forwarded as is) */
+    const char *client_ip;    /* appended to the client's X-Forwarded-For */
+    const char *client_xff;   /* the client's X-Forwarded-For */
+    const char *host;         /* the client's Host: X-Forwarded-Host when client_xfh is NULL */
+    const char *client_xfh;   /* the client's X-Forwarded-Host (it was forwarded as is) */
+};
+
+/* Hands the id and X-Forwarded-* headers of `f` to `sink`: X-Call-Id,
+ * X-Start-Time (unless the client sent one), X-Forwarded-For ("<client's
+ * list>, <client_ip>", or the client's list alone when the address is
+ * unknown), X-Forwarded-Host (unless the client sent one). Returns CMN_OK or
+ * the sink's error. Any thread, never blocks. */
+enum cmn_status cmn_header_add_forwarded(const struct cmn_forwarded *f, cmn_header_sink sink,
+                                         void *arg);
+
 #endif
