@@ -375,7 +375,8 @@ int main(int argc, char **argv)
 
     struct cmn_resolver_config rcfg = {.functions_file = gw.cfg.functions_file,
                                        .direct_functions = gw.cfg.direct_functions,
-                                       .direct_suffix = gw.cfg.direct_functions_suffix};
+                                       .direct_suffix = gw.cfg.direct_functions_suffix,
+                                       .http_only = true};
     if (cmn_resolver_new(&rcfg, &gw.resolver, &err) != CMN_OK) {
         LOG_ERROR(NULL, "resolver: %s", err.msg);
         cmn_config_free(config_table, CONFIG_COUNT, &gw.cfg);

@@ -488,9 +488,10 @@ static enum cmn_status build_callback_headers(struct qw_call *c)
     struct cmn_headers *h = &c->cb_headers;
     enum cmn_status st = CMN_OK;
     char num[64];
+    const char *connection = cmn_headers_get(&c->resp.headers, "Connection");
     for (size_t i = 0; st == CMN_OK && i < c->resp.headers.count; i++) {
         const struct cmn_header *it = &c->resp.headers.items[i];
-        if (!cmn_header_is_hop_by_hop(it->name))
+        if (cmn_header_forwardable(CMN_HOP_FROM_FUNCTION, it->name, connection))
             st = cmn_headers_add(h, it->name, it->value);
     }
     if (st == CMN_OK)

@@ -20,6 +20,8 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include "cmn/duration.h"
+#include "cmn/hangup.h"
+#include "cmn/headers.h"
 #include "cmn/listener.h"
 #include "cmn/log.h"
 #include "proc.h"
@@ -41,7 +43,7 @@ struct wd_call {
     struct evhttp_request *req;     /* NULL once the reply is written or the client left */
     struct evhttp_connection *conn; /* NULL once the client left */
     struct wd_proc *proc;           /* NULL once the child is done */
-    struct event *gone_ev;          /* watches the client socket while the child runs */
+    struct cmn_hangup hangup;       /* watches the client socket while the child runs */
     char call_id[72];               /* X-Call-Id, for log lines; may be empty */
     char method[12];
     char path[256]; /* for the log line, truncated */
@@ -158,42 +160,18 @@ static void call_finish(struct wd_call *call)
         schedule_drained(srv);
 }
 
+/* libevent 2.1 does not read a connection while its request is answered: the
+ * shared hang-up watch (cmn/hangup.h) notices a client that leaves during a
+ * long call; freeing the connection then runs on_conn_close, which kills the
+ * child. */
 static void stop_gone_watch(struct wd_call *call)
 {
-    if (call->gone_ev != NULL) {
-        event_free(call->gone_ev);
-        call->gone_ev = NULL;
-    }
-}
-
-/* libevent 2.1 stops reading an incoming connection while its request is being
- * answered, so it never notices a client that hangs up during a long call.
- * This watches the socket meanwhile: EOF or an error means the client is gone;
- * freeing the connection then runs on_conn_close, which kills the child.
- * Bytes instead (a pipelined request) end the watch and are left for evhttp. */
-static void on_client_readable(evutil_socket_t fd, short what, void *arg)
-{
-    struct wd_call *call = arg;
-    char byte;
-    (void)what;
-    ssize_t n = recv(fd, &byte, 1, MSG_PEEK);
-    if (n < 0 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR))
-        return;
-    stop_gone_watch(call);
-    if (n > 0 || call->conn == NULL)
-        return;
-    evhttp_connection_free(call->conn); /* → on_conn_close(call) */
+    cmn_hangup_stop(&call->hangup);
 }
 
 static void start_gone_watch(struct wd_call *call)
 {
-    struct bufferevent *bev = evhttp_connection_get_bufferevent(call->conn);
-    evutil_socket_t fd = bev != NULL ? bufferevent_getfd(bev) : -1;
-    if (fd < 0)
-        return;
-    call->gone_ev = event_new(call->srv->base, fd, EV_READ | EV_PERSIST, on_client_readable, call);
-    if (call->gone_ev != NULL && event_add(call->gone_ev, NULL) != 0)
-        stop_gone_watch(call);
+    (void)cmn_hangup_watch(&call->hangup, call->srv->base, call->conn);
 }
 
 static void on_conn_close(struct evhttp_connection *conn, void *arg)
@@ -467,10 +445,10 @@ static bool build_env(struct evhttp_request *req, size_t body_bytes, struct env_
         !env_add(env, "Http_Content_Length", len_text))
         goto out;
 
+    const char *connection = evhttp_find_header(headers, "Connection");
     for (kv = headers->tqh_first; kv != NULL; kv = kv->next.tqe_next) {
         char name[256];
-        if (strcasecmp(kv->key, "Host") == 0 || strcasecmp(kv->key, "Transfer-Encoding") == 0 ||
-            strcasecmp(kv->key, "Content-Length") == 0)
+        if (!cmn_header_forwardable(CMN_HOP_TO_PROCESS, kv->key, connection))
             continue;
         if (!header_env_name(kv->key, name, sizeof name) || env_has(env, name))
             continue;

@@ -36,6 +36,7 @@ struct cmn_resolver {
     enum cmn_resolver_mode mode;
     char *file;   /* static mode */
     char *suffix; /* DNS mode, without a leading '.', may be "" */
+    bool http_only;
     pthread_rwlock_t lock;
     bool lock_ready;
     struct fn_table *table; /* static mode; swapped under the write lock */
@@ -171,7 +172,7 @@ static bool url_valid(const char *url)
     return true;
 }
 
-static enum cmn_status parse_entry(json_t *fn, size_t index, struct fn_entry *e,
+static enum cmn_status parse_entry(json_t *fn, size_t index, bool http_only, struct fn_entry *e,
                                    struct cmn_err *err)
 {
     json_t *jname, *jns, *jurl;
@@ -227,6 +228,12 @@ static enum cmn_status parse_entry(json_t *fn, size_t index, struct fn_entry *e,
         return cmn_err_set(err, CMN_ERR_INVALID, 0,
                            "functions[%zu].url \"%.200s\": not an http:// or https:// URL", index,
                            e->url);
+    if (http_only && strncmp(e->url, "https://", 8) == 0)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "functions[%zu].url \"%.200s\": https:// is not supported here (the "
+                           "gateway calls functions over plain HTTP inside the cluster; use "
+                           "http:// or put a TLS-terminating proxy in front of the function)",
+                           index, e->url);
 
     enum cmn_status st = string_map(fn, "annotations", index, &e->annotations, err);
     if (st != CMN_OK)
@@ -235,7 +242,8 @@ static enum cmn_status parse_entry(json_t *fn, size_t index, struct fn_entry *e,
 }
 
 /* Parses functions.json into a new, sorted table. */
-static enum cmn_status load_table(const char *path, struct fn_table **out, struct cmn_err *err)
+static enum cmn_status load_table(const char *path, bool http_only, struct fn_table **out,
+                                  struct cmn_err *err)
 {
     enum cmn_status st;
     char *text = NULL;
@@ -275,7 +283,7 @@ static enum cmn_status load_table(const char *path, struct fn_table **out, struc
     for (size_t i = 0; i < json_array_size(list); i++) {
         /* count grows first so that table_free releases a half-parsed entry */
         t->count++;
-        st = parse_entry(json_array_get(list, i), i, &t->items[i], err);
+        st = parse_entry(json_array_get(list, i), i, http_only, &t->items[i], err);
         if (st != CMN_OK) {
             if (err != NULL && st == CMN_ERR_INVALID) {
                 char msg[sizeof err->msg];
@@ -373,12 +381,13 @@ enum cmn_status cmn_resolver_new(const struct cmn_resolver_config *config,
             r->suffix[--n] = '\0';
     } else {
         r->mode = CMN_RESOLVER_STATIC;
+        r->http_only = config->http_only;
         r->file = strdup(config->functions_file);
         if (r->file == NULL) {
             st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
             goto out;
         }
-        st = load_table(r->file, &r->table, err);
+        st = load_table(r->file, r->http_only, &r->table, err);
         if (st != CMN_OK)
             goto out;
     }
@@ -418,7 +427,7 @@ enum cmn_status cmn_resolver_reload(struct cmn_resolver *r, struct cmn_err *err)
     if (r->mode != CMN_RESOLVER_STATIC)
         return CMN_OK;
     /* Parse outside the lock: lookups continue on the old table meanwhile. */
-    st = load_table(r->file, &fresh, err);
+    st = load_table(r->file, r->http_only, &fresh, err);
     if (st != CMN_OK)
         return st;
     pthread_rwlock_wrlock(&r->lock);
