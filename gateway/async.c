@@ -26,9 +26,9 @@
 #include "cmn/metrics.h"
 #include "cmn/name.h"
 #include "cmn/resolver.h"
+#include "cmn/url.h"
 
 #define ROUTE_PREFIX "/async-function/"
-#define CALLBACK_URL_MAX 4096
 #define URL_MAX 1024
 
 /* One async submission, kept in its request's area (gw_req_area). */
@@ -212,38 +212,6 @@ bool gw_async_fatal(const struct gw_async *as)
 
 /* ---- validation --------------------------------------------------------- */
 
-/* Checks X-Callback-Url: an absolute http(s) URL with a host, no control
- * characters. Parsed with libevent's strict URI parser (libcurl's URL API
- * would do the same job but costs ~3.5 MB of resident memory for its TLS
- * and LDAP dependencies). Writes the reason into `why` on failure. */
-static bool callback_url_ok(const char *url, char *why, size_t size)
-{
-    if (!cmn_header_value_safe(url, CALLBACK_URL_MAX)) {
-        snprintf(why, size, "invalid X-Callback-Url: contains control characters or is too long");
-        return false;
-    }
-    struct evhttp_uri *u = evhttp_uri_parse_with_flags(url, 0);
-    if (u == NULL) {
-        snprintf(why, size, "invalid X-Callback-Url: not a valid URL");
-        return false;
-    }
-    bool ok = false;
-    const char *scheme = evhttp_uri_get_scheme(u);
-    const char *host = evhttp_uri_get_host(u);
-    if (scheme == NULL || (strcasecmp(scheme, "http") != 0 && strcasecmp(scheme, "https") != 0)) {
-        snprintf(why, size, "invalid X-Callback-Url: must be an absolute http or https URL");
-        goto out;
-    }
-    if (host == NULL || host[0] == '\0') {
-        snprintf(why, size, "invalid X-Callback-Url: no host");
-        goto out;
-    }
-    ok = true;
-out:
-    evhttp_uri_free(u);
-    return ok;
-}
-
 static enum cmn_status add_list(void *arg, const char *name, const char *value)
 {
     return cmn_headers_add(arg, name, value);
@@ -336,7 +304,7 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
     }
 
     const char *callback = evhttp_find_header(in, "X-Callback-Url");
-    if (callback != NULL && !callback_url_ok(callback, text, sizeof(text))) {
+    if (callback != NULL && !cmn_callback_url_check(callback, text, sizeof(text))) {
         count(as, fn_label, 400);
         gw_req_reply_text(r, 400, text);
         goto out;

@@ -24,6 +24,7 @@
 #include "cmn/headers.h"
 #include "cmn/listener.h"
 #include "cmn/log.h"
+#include "envname.h"
 #include "proc.h"
 
 extern char **environ;
@@ -362,40 +363,6 @@ static bool env_has(const struct env_list *env, const char *name)
     return false;
 }
 
-static bool is_token_char(unsigned char c)
-{
-    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || (c >= '0' && c <= '9') ||
-           (c != '\0' && strchr("!#$%&'*+-.^_`|~", c) != NULL);
-}
-
-/* "x-call-id" → "Http_X_Call_Id": Go's CanonicalMIMEHeaderKey (what the classic
- * watchdog sees in r.Header), then '-' → '_'. Names with bytes outside the
- * token set stay as sent, as in Go. Returns false when it does not fit. */
-static bool header_env_name(const char *header, char *dst, size_t size)
-{
-    int w = snprintf(dst, size, "Http_%s", header);
-    if (w < 0 || (size_t)w >= size)
-        return false;
-    char *name = dst + 5;
-    bool canonical = true;
-    for (const char *c = name; *c != '\0'; c++)
-        if (!is_token_char((unsigned char)*c))
-            canonical = false;
-    bool upper = true;
-    for (char *c = name; *c != '\0'; c++) {
-        if (canonical) {
-            if (upper && *c >= 'a' && *c <= 'z')
-                *c = (char)(*c - 'a' + 'A');
-            else if (!upper && *c >= 'A' && *c <= 'Z')
-                *c = (char)(*c - 'A' + 'a');
-        }
-        upper = *c == '-';
-        if (*c == '-')
-            *c = '_';
-    }
-    return true;
-}
-
 /* Builds the child's environment: the watchdog's own (minus stale Http_*), then
  * Http_Method, Http_Path, Http_Query, Http_ContentType, Http_ContentLength,
  * Http_Content_Length and Http_<Header> per request header (first value wins;
@@ -450,7 +417,7 @@ static bool build_env(struct evhttp_request *req, size_t body_bytes, struct env_
         char name[256];
         if (!cmn_header_forwardable(CMN_HOP_TO_PROCESS, kv->key, connection))
             continue;
-        if (!header_env_name(kv->key, name, sizeof name) || env_has(env, name))
+        if (!wd_header_env_name(kv->key, name, sizeof name) || env_has(env, name))
             continue;
         if (!env_add(env, name, kv->value))
             goto out;

@@ -1,0 +1,17 @@
+/* Checks of URLs that come from clients. Pure, any thread, never blocks. */
+#ifndef CMN_URL_H
+#define CMN_URL_H
+
+#include <stdbool.h>
+#include <stddef.h>
+
+/* Longest X-Callback-Url accepted, bytes. */
+#define CMN_CALLBACK_URL_MAX 4096
+
+/* True when `url` (NUL-terminated) is usable as X-Callback-Url: an absolute
+ * http or https URL with a host, parsed by libevent's strict URI parser, no
+ * control characters, at most CMN_CALLBACK_URL_MAX bytes. Otherwise writes
+ * the reason ("invalid X-Callback-Url: ...") into `why` (`size` bytes). */
+bool cmn_callback_url_check(const char *url, char *why, size_t size);
+
+#endif
