@@ -21,7 +21,7 @@ struct cmn_resolver_config {
     const char *functions_file; /* path to functions.json (static mode) */
     bool direct_functions;      /* DNS mode */
     const char *direct_suffix;  /* "svc.cluster.local" */
-    bool http_only;             /* refuse https:// URLs at load (the gateway's proxy is HTTP only) */
+    bool http_only; /* refuse https:// URLs at load (the gateway's proxy is HTTP only) */
 };
 
 /* Loads the resolver. Static mode requires functions_file (CMN_ERR_INVALID if
