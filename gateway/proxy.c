@@ -1,8 +1,8 @@
 /* The synchronous proxy: one px_call per request (pooled objects, one owner,
  * one free), an upstream table keyed by the resolver's base URL that holds the
  * parsed address, a 5 s DNS cache (evdns, never blocking getaddrinfo) and a
- * bounded stack of idle keep-alive evhttp_connections. Connections are never
- * freed inside their own callbacks: they go to a graveyard emptied by an event. */
+ * bounded stack of idle keep-alive upstream connections (upclient.h: a
+ * bufferevent and http-parser per connection). */
 #include "proxy.h"
 
 #include <stdio.h>
@@ -27,6 +27,7 @@
 #include "cmn/metrics.h"
 #include "cmn/name.h"
 #include "cmn/resolver.h"
+#include "upclient.h"
 
 #define ROUTE_PREFIX "/function/"
 #define DNS_TTL_NS (5LL * 1000000000LL)
@@ -35,7 +36,6 @@
 #define URI_INLINE 512
 #define URL_MAX 1024
 #define LABELS_MAX 200
-#define MAX_RESPONSE_HEADER_BYTES (1024 * 1024)
 
 struct px_call;
 
@@ -45,7 +45,7 @@ struct dns_lookup {
 };
 
 struct idle_conn {
-    struct evhttp_connection *conn;
+    struct gw_upconn *conn;
     unsigned gen;
 };
 
@@ -59,6 +59,8 @@ struct upstream {
     bool numeric; /* host is an IP literal: no lookup */
     bool broken;  /* not an http:// URL: every call gets 502 */
     char addr[GW_ADDR_MAX];
+    struct sockaddr_storage sa; /* addr and port, for connecting */
+    socklen_t sa_len;
     bool have_addr;
     int dns_result;        /* 0 or the EVUTIL_EAI_* of the last lookup */
     int64_t dns_expiry_ns; /* monotonic */
@@ -77,18 +79,14 @@ struct px_call {
     struct gw_req *r; /* the owner: client request, ids, hang-up watch */
     struct px_call *wait_next;
     struct upstream *up;
-    struct evhttp_connection *conn;
+    struct gw_upconn *conn; /* the connection of the request in flight, or NULL */
     unsigned conn_gen;
-    struct evhttp_request *up_req; /* owned by libevent; NULL when not in flight */
+    int status;      /* the function's status, once its head arrived */
+    char reason[64]; /* its reason phrase */
     struct event deadline;
     enum evhttp_cmd_type method;
     bool waiting_dns;
-    bool sending;                         /* inside evhttp_make_request: completion is deferred */
-    bool early_done;                      /* completion arrived during evhttp_make_request */
-    bool reused;                          /* the connection came from the idle pool */
-    bool got_headers;                     /* the upstream's response head arrived */
     bool retried;                         /* already sent once more after a stale connection */
-    int up_error;                         /* enum evhttp_request_error, -1 = none */
     char fn_full[CMN_NAME_MAX * 2];       /* "name.ns" */
     char fn_label[CMN_NAME_MAX * 2 + 24]; /* function_name="name.ns" */
     char *uri;                            /* uri_inline or malloc'ed */
@@ -101,9 +99,6 @@ struct gw_proxy {
     struct upstream *buckets[BUCKETS];
     int upstream_count;
     size_t live_count;
-    struct evhttp_connection **graveyard;
-    size_t grave_count, grave_cap;
-    struct event *grave_ev;
 };
 
 static void call_finish(struct px_call *call, int code);
@@ -119,45 +114,18 @@ static uint32_t hash_str(const char *s)
     return h;
 }
 
-static void graveyard_add(struct gw_proxy *px, struct evhttp_connection *conn)
-{
-    if (px->grave_count == px->grave_cap) {
-        size_t cap = px->grave_cap != 0 ? px->grave_cap * 2 : 64;
-        struct evhttp_connection **g = realloc(px->graveyard, cap * sizeof(*g));
-        if (g == NULL) {
-            /* Out of memory: leaking one connection beats freeing it inside
-             * its own callback. */
-            return;
-        }
-        px->graveyard = g;
-        px->grave_cap = cap;
-    }
-    px->graveyard[px->grave_count++] = conn;
-    event_active(px->grave_ev, 0, 0);
-}
-
-static void graveyard_cb(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    struct gw_proxy *px = arg;
-    for (size_t i = 0; i < px->grave_count; i++)
-        evhttp_connection_free(px->graveyard[i]);
-    px->grave_count = 0;
-}
-
-static void upstream_drop_idle(struct gw_proxy *px, struct upstream *up)
+static void upstream_drop_idle(struct upstream *up)
 {
     for (int i = 0; i < up->idle_count; i++)
-        graveyard_add(px, up->idle[i].conn);
+        gw_upconn_free(up->idle[i].conn);
     up->idle_count = 0;
 }
 
-static void upstream_free(struct gw_proxy *px, struct upstream *up)
+static void upstream_free(struct upstream *up)
 {
     if (up == NULL)
         return;
-    upstream_drop_idle(px, up);
+    upstream_drop_idle(up);
     if (up->lookup != NULL) {
         struct dns_lookup *lk = up->lookup;
         lk->up = NULL;
@@ -171,6 +139,25 @@ static void upstream_free(struct gw_proxy *px, struct upstream *up)
     free(up->host_header);
     free(up->prefix);
     free(up);
+}
+
+/* up->sa from up->addr (an IP literal) and up->port. */
+static void set_sockaddr(struct upstream *up)
+{
+    memset(&up->sa, 0, sizeof(up->sa));
+    struct sockaddr_in *v4 = (struct sockaddr_in *)&up->sa;
+    struct sockaddr_in6 *v6 = (struct sockaddr_in6 *)&up->sa;
+    if (evutil_inet_pton(AF_INET, up->addr, &v4->sin_addr) == 1) {
+        v4->sin_family = AF_INET;
+        v4->sin_port = htons((uint16_t)up->port);
+        up->sa_len = sizeof(*v4);
+    } else if (evutil_inet_pton(AF_INET6, up->addr, &v6->sin6_addr) == 1) {
+        v6->sin6_family = AF_INET6;
+        v6->sin6_port = htons((uint16_t)up->port);
+        up->sa_len = sizeof(*v6);
+    } else {
+        up->sa_len = 0;
+    }
 }
 
 /* Parses the resolver's base URL with libevent's strict URI parser. */
@@ -217,6 +204,7 @@ static bool upstream_parse(struct upstream *up)
         up->numeric = true;
         up->have_addr = true;
         snprintf(up->addr, sizeof(up->addr), "%s", up->host);
+        set_sockaddr(up);
     }
     ok = true;
 out:
@@ -234,7 +222,7 @@ static void upstream_evict(struct gw_proxy *px)
             struct upstream *up = *pp;
             if (up->refs == 0 && up->waiters == NULL && up->lookup == NULL) {
                 *pp = up->next;
-                upstream_free(px, up);
+                upstream_free(up);
                 px->upstream_count--;
             } else {
                 pp = &up->next;
@@ -257,7 +245,7 @@ static struct upstream *upstream_get(struct gw_proxy *px, const char *base_url)
     up->base_url = strdup(base_url);
     up->idle = calloc((size_t)px->config.max_idle_per_upstream, sizeof(*up->idle));
     if (up->base_url == NULL || up->idle == NULL) {
-        upstream_free(px, up);
+        upstream_free(up);
         return NULL;
     }
     if (!upstream_parse(up))
@@ -269,46 +257,35 @@ static struct upstream *upstream_get(struct gw_proxy *px, const char *base_url)
 }
 
 /* An idle connection to `up` (when `may_reuse`; *reused says so) or a new one. */
-static struct evhttp_connection *pool_get(struct gw_proxy *px, struct upstream *up, unsigned *gen,
-                                          bool may_reuse, bool *reused)
+static struct gw_upconn *pool_get(struct gw_proxy *px, struct upstream *up, unsigned *gen,
+                                  bool may_reuse, bool *reused)
 {
     *reused = false;
     while (may_reuse && up->idle_count > 0) {
         struct idle_conn ic = up->idle[--up->idle_count];
-        if (ic.gen == up->gen) {
+        if (ic.gen == up->gen && gw_upconn_usable(ic.conn)) {
             *gen = ic.gen;
             *reused = true;
             return ic.conn;
         }
-        graveyard_add(px, ic.conn);
+        gw_upconn_free(ic.conn); /* closed by the function while idle, or stale */
     }
-    struct evhttp_connection *conn =
-        evhttp_connection_base_new(px->config.base, NULL, up->addr, (ev_uint16_t)up->port);
-    if (conn == NULL)
+    if (up->sa_len == 0)
         return NULL;
-    /* The call's own timer enforces upstream_timeout; this inactivity timeout
-     * is only a backstop and must not fire first. */
-    struct timeval tv = {.tv_sec = (time_t)(px->config.upstream_timeout_ms / 1000) + 1,
-                         .tv_usec = (suseconds_t)(px->config.upstream_timeout_ms % 1000) * 1000};
-    evhttp_connection_set_timeout_tv(conn, &tv);
-    /* Bounded whatever the function sends: a longer response fails the
-     * request (502) and the connection is closed. */
-    evhttp_connection_set_max_headers_size(conn, MAX_RESPONSE_HEADER_BYTES);
-    evhttp_connection_set_max_body_size(conn, (ev_ssize_t)px->config.max_response_bytes);
     *gen = up->gen;
-    return conn;
+    return gw_upconn_new(px->config.base, (const struct sockaddr *)&up->sa, up->sa_len);
 }
 
-static void pool_put(struct gw_proxy *px, struct upstream *up, struct evhttp_connection *conn,
-                     unsigned gen)
+static void pool_put(struct gw_proxy *px, struct upstream *up, struct gw_upconn *conn, unsigned gen)
 {
-    if (gen == up->gen && up->idle_count < px->config.max_idle_per_upstream) {
+    if (gen == up->gen && gw_upconn_usable(conn) &&
+        up->idle_count < px->config.max_idle_per_upstream) {
         up->idle[up->idle_count].conn = conn;
         up->idle[up->idle_count].gen = gen;
         up->idle_count++;
         return;
     }
-    graveyard_add(px, conn);
+    gw_upconn_free(conn);
 }
 
 /* ---- DNS ---------------------------------------------------------------- */
@@ -378,6 +355,7 @@ static void dns_done(int result, struct evutil_addrinfo *res, void *arg)
         if (evutil_inet_ntop(pick->ai_family, src, text, sizeof(text)) != NULL) {
             if (!up->have_addr || strcmp(text, up->addr) != 0) {
                 snprintf(up->addr, sizeof(up->addr), "%s", text);
+                set_sockaddr(up);
                 up->gen++;
             }
             up->have_addr = true;
@@ -472,13 +450,10 @@ static void call_detach_upstream(struct px_call *call)
 {
     if (call->waiting_dns)
         waiters_remove(call);
-    if (call->up_req != NULL) {
-        struct evhttp_request *r = call->up_req;
-        call->up_req = NULL;
-        /* Cancelling resets the connection and frees r without running its
-         * completion callback; the connection itself is retired. */
-        evhttp_cancel_request(r);
-        graveyard_add(call->px, call->conn);
+    if (call->conn != NULL) {
+        /* Closing the connection cancels the request (no callback) and tells
+         * the function its caller is gone. */
+        gw_upconn_free(call->conn);
         call->conn = NULL;
     }
 }
@@ -553,117 +528,161 @@ static void call_abort(struct gw_req *r, void *state)
 
 static const struct gw_req_hooks call_hooks = {.gone = call_gone, .abort = call_abort};
 
-static void up_error_cb(enum evhttp_request_error error, void *arg)
-{
-    struct px_call *call = arg;
-    call->up_error = (int)error;
-}
-
-static int up_header_cb(struct evhttp_request *up_req, void *arg)
-{
-    (void)up_req;
-    struct px_call *call = arg;
-    call->got_headers = true;
-    return 0;
-}
-
 static enum cmn_status add_evkey(void *arg, const char *name, const char *value)
 {
     return evhttp_add_header(arg, name, value) == 0 ? CMN_OK : CMN_ERR_NOMEM;
 }
 
-static void call_relay(struct px_call *call, struct evhttp_request *up_req)
+/* The function's response head: its headers go straight to the client's
+ * reply, through the header policy. */
+static void up_head_cb(void *arg, int status, const char *reason, const struct gw_up_header *h,
+                       size_t count)
 {
+    struct px_call *call = arg;
+    call->status = status;
+    gw_strlcpy(call->reason, reason, sizeof(call->reason));
     struct evhttp_request *req = call->r->req;
-    int code = evhttp_request_get_response_code(up_req);
-    struct evkeyvalq *in = evhttp_request_get_input_headers(up_req);
-    if (req != NULL) {
-        struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-        const char *connection = evhttp_find_header(in, "Connection");
-        for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
-            if (cmn_header_forwardable(CMN_HOP_FROM_FUNCTION, h->key, connection))
-                (void)add_evkey(out, h->key, h->value);
-        }
-        if (call->method == EVHTTP_REQ_HEAD) {
-            const char *cl = evhttp_find_header(in, "Content-Length");
-            if (cl != NULL)
-                evhttp_add_header(out, "Content-Length", cl);
-        }
+    if (req == NULL)
+        return;
+    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
+    const char *connection = NULL;
+    for (size_t i = 0; i < count; i++)
+        if (strcasecmp(h[i].name, "Connection") == 0)
+            connection = h[i].value;
+    for (size_t i = 0; i < count; i++) {
+        if (cmn_header_forwardable(CMN_HOP_FROM_FUNCTION, h[i].name, connection))
+            (void)add_evkey(out, h[i].name, h[i].value);
+        else if (call->method == EVHTTP_REQ_HEAD && strcasecmp(h[i].name, "Content-Length") == 0)
+            (void)add_evkey(out, h[i].name, h[i].value); /* what a GET would have carried */
     }
-    const char *reason = evhttp_request_get_response_code_line(up_req);
-    if (reason != NULL && reason[0] == '\0')
-        reason = NULL;
-    gw_req_reply(call->r, code, reason, evhttp_request_get_input_buffer(up_req));
-    record_metrics(call, code);
-    LOG_DEBUG(call->r->call_id, "proxied %s%s -> %d", call->up->base_url, call->uri, code);
-    call_release(call);
 }
 
-static void call_failed(struct px_call *call)
+/* Takes back whatever a failed response had already put into the reply. */
+static void clear_partial_reply(struct px_call *call)
 {
+    struct evhttp_request *req = call->r->req;
+    if (req == NULL)
+        return;
+    evhttp_clear_headers(evhttp_request_get_output_headers(req));
+    struct evbuffer *out = evhttp_request_get_output_buffer(req);
+    evbuffer_drain(out, evbuffer_get_length(out));
+}
+
+static void up_done_cb(void *arg, enum gw_up_result result)
+{
+    struct px_call *call = arg;
     struct gw_proxy *px = call->px;
+    struct gw_upconn *conn = call->conn;
+    call->conn = NULL;
+    if (result == GW_UP_OK) {
+        pool_put(px, call->up, conn, call->conn_gen);
+        const char *reason = call->reason[0] != '\0' ? call->reason : NULL;
+        gw_req_reply(call->r, call->status, reason, NULL); /* the body is in the reply */
+        record_metrics(call, call->status);
+        LOG_DEBUG(call->r->call_id, "proxied %s%s -> %d", call->up->base_url, call->uri,
+                  call->status);
+        call_release(call);
+        return;
+    }
+    bool reused = gw_upconn_reused(conn);
+    gw_upconn_free(conn);
     /* A kept-alive connection the function closed just as it was reused
      * (the watchdog closes idle ones) fails before any response byte: the
-     * function never read the request, so it is sent once more, on a fresh
-     * connection. */
-    if (call->reused && !call->got_headers && !call->retried &&
-        (call->up_error == EVREQ_HTTP_EOF || call->up_error == EVREQ_HTTP_BUFFER_ERROR)) {
+     * function never answered the request, so it is sent once more, on a
+     * fresh connection. */
+    if (result == GW_UP_CLOSED_EARLY && reused && !call->retried) {
         call->retried = true;
         LOG_DEBUG(call->r->call_id, "kept-alive connection to %s closed on reuse: sending again",
                   call->up->base_url);
         if (px->config.metrics != NULL)
             cmn_metrics_add(px->config.metrics, "gateway_upstream_retries_total", NULL, 1);
-        call->up_error = -1;
         call_send(call);
         return;
     }
-    if (call->up_error == EVREQ_HTTP_DATA_TOO_LONG) {
-        char why[96];
-        snprintf(why, sizeof(why), "response over max_response_bytes (%lld bytes)",
-                 (long long)px->config.max_response_bytes);
-        LOG_WARN(call->r->call_id, "upstream %s%s: %s, connection closed", call->up->base_url,
-                 call->uri, why);
-        call_finish_why(call, 502, why);
-        return;
-    }
-    int code = call->up_error == EVREQ_HTTP_TIMEOUT ? 504 : 502;
-    const char *why = call->up_error == EVREQ_HTTP_TIMEOUT ? "timeout"
-                      : call->up_error == EVREQ_HTTP_EOF   ? "connection closed"
-                                                           : "connection failed";
-    LOG_WARN(call->r->call_id, "error with upstream request to %s%s: %s", call->up->base_url,
-             call->uri, why);
-    call_finish_why(call, code, code == 502 ? why : NULL);
+    clear_partial_reply(call);
+    char why[128];
+    if (result == GW_UP_TOO_LARGE)
+        snprintf(why, sizeof(why),
+                 "response over max_response_bytes (%lld bytes) or a head over %d bytes",
+                 (long long)px->config.max_response_bytes, GW_UP_MAX_HEAD_BYTES);
+    else if (result == GW_UP_BAD_RESPONSE)
+        snprintf(why, sizeof(why), "invalid response (not HTTP/1.x, or a 1xx final status)");
+    else
+        snprintf(why, sizeof(why), "%s", gw_up_result_text(result));
+    LOG_WARN(call->r->call_id, "upstream %s%s: %s", call->up->base_url, call->uri, why);
+    call_finish_why(call, 502, why);
 }
 
-static void up_done_cb(struct evhttp_request *up_req, void *arg)
+static const struct gw_up_callbacks up_callbacks = {.head = up_head_cb, .done = up_done_cb};
+
+static const char *method_text(enum evhttp_cmd_type m)
 {
-    struct px_call *call = arg;
-    int code = up_req != NULL ? evhttp_request_get_response_code(up_req) : 0;
-    /* A 1xx (e.g. 101 Switching Protocols) or out-of-range status is not a
-     * final HTTP response this proxy can relay: 502, and the connection,
-     * whose state is unknown, is not reused. */
-    bool relayable = code >= 200 && code <= 599;
-    call->up_req = NULL;
-    if (relayable)
-        pool_put(call->px, call->up, call->conn, call->conn_gen);
-    else
-        graveyard_add(call->px, call->conn);
-    call->conn = NULL;
-    if (call->sending) {
-        /* Ran inside evhttp_make_request (immediate connect failure): only
-         * failures arrive this way; call_send finishes the call. */
-        call->early_done = true;
+    switch (m) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    }
+    return "GET";
+}
+
+/* The request head, built once with memcpy (no printf per header line). */
+struct head_buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+    char inline_bytes[4096];
+};
+
+static void head_add(struct head_buf *b, const char *s, size_t n)
+{
+    if (b->failed)
         return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap * 2;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *np = b->p == b->inline_bytes ? malloc(cap) : realloc(b->p, cap);
+        if (np == NULL) {
+            b->failed = true;
+            return;
+        }
+        if (b->p == b->inline_bytes)
+            memcpy(np, b->inline_bytes, b->len);
+        b->p = np;
+        b->cap = cap;
     }
-    if (code == 0) {
-        call_failed(call);
-    } else if (!relayable) {
-        LOG_WARN(call->r->call_id, "upstream %s%s answered status %d as a final response",
-                 call->up->base_url, call->uri, code);
-        call_finish_why(call, 502, "invalid status from the function");
-    } else {
-        call_relay(call, up_req);
-    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void head_str(struct head_buf *b, const char *s)
+{
+    head_add(b, s, strlen(s));
+}
+
+static enum cmn_status head_header(void *arg, const char *name, const char *value)
+{
+    struct head_buf *b = arg;
+    head_str(b, name);
+    head_add(b, ": ", 2);
+    head_str(b, value);
+    head_add(b, "\r\n", 2);
+    return b->failed ? CMN_ERR_NOMEM : CMN_OK;
 }
 
 static void call_send(struct px_call *call)
@@ -675,32 +694,32 @@ static void call_send(struct px_call *call)
         call_release(call);
         return;
     }
-
-    call->conn = pool_get(px, up, &call->conn_gen, !call->retried, &call->reused);
+    bool reused = false;
+    call->conn = pool_get(px, up, &call->conn_gen, !call->retried, &reused);
     if (call->conn == NULL) {
-        call_finish(call, 502);
+        call_finish_why(call, 502, "no connection");
         return;
     }
-    call->got_headers = false;
-    call->early_done = false;
-    struct evhttp_request *up_req = evhttp_request_new(up_done_cb, call);
-    if (up_req == NULL) {
-        graveyard_add(px, call->conn);
-        call->conn = NULL;
-        call_finish(call, 502);
-        return;
-    }
-    evhttp_request_set_error_cb(up_req, up_error_cb);
-    evhttp_request_set_header_cb(up_req, up_header_cb);
+    call->status = 0;
+    call->reason[0] = '\0';
 
+    struct head_buf b;
+    b.p = b.inline_bytes;
+    b.len = 0;
+    b.cap = sizeof(b.inline_bytes);
+    b.failed = false;
+    head_str(&b, method_text(call->method));
+    head_add(&b, " ", 1);
+    head_str(&b, call->uri);
+    head_add(&b, " HTTP/1.1\r\nHost: ", 17);
+    head_str(&b, up->host_header);
+    head_add(&b, "\r\n", 2);
     struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    struct evkeyvalq *out = evhttp_request_get_output_headers(up_req);
     const char *connection = evhttp_find_header(in, "Connection");
     for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
         if (cmn_header_forwardable(CMN_HOP_TO_FUNCTION, h->key, connection))
-            evhttp_add_header(out, h->key, h->value);
+            (void)head_header(&b, h->key, h->value);
     }
-    evhttp_add_header(out, "Host", up->host_header);
     char ip[GW_ADDR_MAX];
     gw_client_ip(req, ip, sizeof(ip));
     struct cmn_forwarded fwd = {.call_id = call->r->call_id,
@@ -710,44 +729,36 @@ static void call_send(struct px_call *call)
                                 .client_xff = evhttp_find_header(in, "X-Forwarded-For"),
                                 .host = evhttp_find_header(in, "Host"),
                                 .client_xfh = evhttp_find_header(in, "X-Forwarded-Host")};
-    (void)cmn_header_add_forwarded(&fwd, add_evkey, out);
+    (void)cmn_header_add_forwarded(&fwd, head_header, &b);
     struct evbuffer *body = evhttp_request_get_input_buffer(req);
     size_t body_len = evbuffer_get_length(body);
     if (body_len > 0 || call->method == EVHTTP_REQ_POST || call->method == EVHTTP_REQ_PUT ||
         call->method == EVHTTP_REQ_PATCH) {
-        char len[24];
+        char len[GW_I64_TEXT_MAX];
         gw_fmt_i64(len, (int64_t)body_len);
-        evhttp_add_header(out, "Content-Length", len);
+        (void)head_header(&b, "Content-Length", len);
     }
-    /* By reference: the body stays in the client's request for a second
-     * send on a fresh connection. */
-    if (body_len > 0)
-        evbuffer_add_buffer_reference(evhttp_request_get_output_buffer(up_req), body);
+    head_add(&b, "\r\n", 2);
 
     /* Counted here, once the function is known to exist: in DNS mode a
      * client could otherwise create a series per made-up name. */
     if (px->config.metrics != NULL && !call->retried)
         cmn_metrics_add(px->config.metrics, "gateway_function_invocation_started", call->fn_label,
                         1);
-    call->up_req = up_req;
-    call->sending = true;
-    int rc = evhttp_make_request(call->conn, up_req, call->method, call->uri);
-    call->sending = false;
-    if (call->early_done) { /* up_done_cb ran inside make_request: conn is gone */
-        call_failed(call);
-        return;
-    }
-    /* The socket exists once the connect has started; idempotent on reuse. */
-    if (call->conn != NULL)
-        gw_set_nodelay(bufferevent_getfd(evhttp_connection_get_bufferevent(call->conn)));
+    /* The body is sent by reference: it stays in the client's request for a
+     * second send on a fresh connection. */
+    int rc = b.failed ? -1
+                      : gw_upconn_request(call->conn, b.p, b.len, body_len > 0 ? body : NULL,
+                                          evhttp_request_get_output_buffer(req),
+                                          px->config.max_response_bytes,
+                                          call->method == EVHTTP_REQ_HEAD, &up_callbacks, call);
+    if (b.p != b.inline_bytes)
+        free(b.p);
     if (rc != 0) {
-        /* Not sent (out of memory or no socket). libevent may or may not have
-         * freed the request depending on where it failed: leaking it in this
-         * rare case is safer than a double free. */
-        call->up_req = NULL;
-        graveyard_add(px, call->conn);
+        gw_upconn_free(call->conn);
         call->conn = NULL;
-        call_failed(call);
+        LOG_WARN(call->r->call_id, "cannot send to upstream %s%s", up->base_url, call->uri);
+        call_finish_why(call, 502, "connection failed");
     }
 }
 
@@ -803,7 +814,6 @@ void gw_proxy_handle(struct gw_proxy *px, struct gw_req *r, const struct gw_targ
     memset(call, 0, offsetof(struct px_call, uri_inline));
     call->px = px;
     call->r = r;
-    call->up_error = -1;
     call->uri = call->uri_inline;
     call->method = (enum evhttp_cmd_type)r->method;
     px->live_count++;
@@ -862,8 +872,7 @@ enum cmn_status gw_proxy_new(const struct gw_proxy_config *config, struct gw_pro
     if (px->config.max_idle_per_upstream <= 0)
         px->config.max_idle_per_upstream = 1;
     px->default_ns = strdup(config->default_ns != NULL ? config->default_ns : "");
-    px->grave_ev = event_new(config->base, -1, 0, graveyard_cb, px);
-    if (px->default_ns == NULL || px->grave_ev == NULL) {
+    if (px->default_ns == NULL) {
         gw_proxy_free(px);
         return cmn_err_set(err, CMN_ERR_NOMEM, 0, "proxy: out of memory");
     }
@@ -885,15 +894,10 @@ void gw_proxy_free(struct gw_proxy *px)
         struct upstream *up = px->buckets[b];
         while (up != NULL) {
             struct upstream *next = up->next;
-            upstream_free(px, up);
+            upstream_free(up);
             up = next;
         }
     }
-    if (px->grave_ev != NULL) {
-        graveyard_cb(-1, 0, px);
-        event_free(px->grave_ev);
-    }
-    free(px->graveyard);
     free(px->default_ns);
     free(px);
 }

@@ -101,7 +101,7 @@ struct gw_req;
 
 /* Bytes of route state a request carries inline (the proxy's call is the
  * largest). */
-#define GW_REQ_AREA_BYTES 1024
+#define GW_REQ_AREA_BYTES 1536
 
 struct gw_req_hooks {
     /* The client went away before the reply: stop the work (cancel the

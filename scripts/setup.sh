@@ -6,7 +6,7 @@
 #                             sanitizer/libFuzzer runtime, and nginx + haproxy
 #                             (reference proxies of tests/bench/run.sh)
 set -euo pipefail
-pkgs=(build-essential cmake pkg-config libnats-dev nats-server libevent-dev
+pkgs=(build-essential cmake pkg-config libnats-dev nats-server libevent-dev libhttp-parser-dev
       libcurl4-openssl-dev libjansson-dev uuid-dev figlet curl clang-format
       python3-pytest python3-requests wrk)
 if [ "${1:-}" = "--test" ]; then

@@ -15,8 +15,11 @@ import sys
 
 def parse(path):
     names = {}
+    obs = {}
     self_cost = collections.Counter()
+    ob_cost = collections.Counter()
     cur = None
+    cur_ob = None
     skip_next_cost = False  # the cost line after `calls=` is inclusive cost of the callee
     summary = None
     name_re = re.compile(r"\((\d+)\)(?: (.*))?")
@@ -27,6 +30,13 @@ def parse(path):
                 continue
             key, sep, rest = line.rstrip("\n").partition("=")
             if sep and key in ("fn", "cfn", "cfi", "cob", "ob", "fl", "fi", "fe"):
+                if key in ("ob", "cob"):
+                    m = name_re.match(rest)
+                    if m and m.group(2):
+                        obs[m.group(1)] = m.group(2)
+                    if key == "ob":
+                        cur_ob = obs.get(m.group(1), rest) if m else rest
+                    continue
                 if key in ("fn", "cfn"):
                     m = name_re.match(rest)
                     if m:
@@ -47,7 +57,8 @@ def parse(path):
                         skip_next_cost = False
                         continue
                     self_cost[cur] += int(parts[1])
-    return self_cost, summary
+                    ob_cost[cur_ob] += int(parts[1])
+    return self_cost, summary, ob_cost
 
 
 def main(argv):
@@ -65,11 +76,16 @@ def main(argv):
     if len(args) != 1:
         print(__doc__, file=sys.stderr)
         return 2
-    self_cost, summary = parse(args[0])
+    self_cost, summary, ob_cost = parse(args[0])
     total = sum(self_cost.values())
     print(f"total Ir {total:,}" + (f" (summary {summary:,})" if summary is not None else ""))
     if requests:
         print(f"requests {requests:,}: {total / requests:,.0f} instructions per request")
+    print("by object:")
+    for ob, c in ob_cost.most_common():
+        per = f"  {c / requests:10,.0f}/req" if requests else ""
+        print(f"{100.0 * c / total:6.2f}% {c:15,}{per}  {ob}")
+    print("by function:")
     for fn, c in self_cost.most_common(top):
         per = f"  {c / requests:10,.0f}/req" if requests else ""
         print(f"{100.0 * c / total:6.2f}% {c:15,}{per}  {fn}")
