@@ -66,10 +66,10 @@ static void count(struct gw_async *as, const char *fn_label, int code)
  * gone); `retry_after_s` > 0 adds Retry-After. */
 static void call_reply_retry(struct as_call *call, int code, const char *text, int retry_after_s)
 {
-    if (retry_after_s > 0 && call->r->req != NULL) {
+    if (retry_after_s > 0) {
         char ra[16];
         snprintf(ra, sizeof(ra), "%d", retry_after_s);
-        evhttp_add_header(evhttp_request_get_output_headers(call->r->req), "Retry-After", ra);
+        gw_req_header(call->r, "Retry-After", ra);
     }
     gw_req_reply_text(call->r, code, text);
 }
@@ -222,7 +222,7 @@ static enum cmn_status add_list(void *arg, const char *name, const char *value)
  * cmn_header_add_forwarded). */
 static enum cmn_status copy_request_headers(const struct gw_req *r, struct cmn_headers *out)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
+    const struct evkeyvalq *in = &r->in_headers;
     const char *connection = evhttp_find_header(in, "Connection");
     for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
         if (!cmn_header_forwardable(CMN_HOP_TO_FUNCTION, h->key, connection))
@@ -231,12 +231,10 @@ static enum cmn_status copy_request_headers(const struct gw_req *r, struct cmn_h
         if (st != CMN_OK)
             return st;
     }
-    char ip[GW_ADDR_MAX];
-    gw_client_ip(r->req, ip, sizeof(ip));
     struct cmn_forwarded fwd = {.call_id = r->call_id,
                                 .start = r->start,
                                 .client_start = evhttp_find_header(in, "X-Start-Time"),
-                                .client_ip = ip,
+                                .client_ip = r->peer,
                                 .client_xff = evhttp_find_header(in, "X-Forwarded-For"),
                                 .host = evhttp_find_header(in, "Host"),
                                 .client_xfh = evhttp_find_header(in, "X-Forwarded-Host")};
@@ -251,11 +249,10 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
     struct cmn_fn_name fn;
     struct cmn_call qc;
     struct cmn_err err;
-    struct evhttp_request *req = r->req;
     cmn_call_init(&qc);
 
     if (r->method != EVHTTP_REQ_POST) {
-        evhttp_add_header(evhttp_request_get_output_headers(req), "Allow", "POST");
+        gw_req_header(r, "Allow", "POST");
         gw_req_reply_text(r, 405, NULL);
         goto out;
     }
@@ -286,8 +283,8 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
         goto out;
     }
 
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    struct evkeyvalq *in = &r->in_headers;
+    struct evbuffer *body = r->in_body;
     size_t body_len = evbuffer_get_length(body);
     int64_t max_body = as->config.max_body_bytes;
     int64_t max_payload = as->nats != NULL ? cmn_nats_max_payload(as->nats) : 0;
@@ -365,7 +362,7 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
         LOG_WARN(r->call_id, "publish to NATS failed (%s): %s", cmn_status_name(st), err.msg);
         count(as, fn_label, code);
         if (code == 503)
-            evhttp_add_header(evhttp_request_get_output_headers(req), "Retry-After", "1");
+            gw_req_header(r, "Retry-After", "1");
         gw_req_reply_text(r, code, text);
         goto out;
     }

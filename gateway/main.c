@@ -25,6 +25,7 @@
 #include "async.h"
 #include "proxy.h"
 #include "request.h"
+#include "server.h"
 #include "system.h"
 
 #define PROGRAM "gateway"
@@ -137,8 +138,7 @@ struct gateway {
     struct gw_proxy *proxy;
     struct gw_async *async;
     struct gw_system *system;
-    struct evhttp *http;
-    struct evhttp_bound_socket *listener;
+    struct gw_server *server;
     struct evhttp *metrics_http;
     struct event *sig_term, *sig_int, *sig_hup;
     struct event *drain_tick;
@@ -152,27 +152,23 @@ static bool has_prefix(const char *s, const char *prefix)
     return strncmp(s, prefix, strlen(prefix)) == 0;
 }
 
-static void route(struct evhttp_request *req, void *arg)
+static void route(struct gw_req *r, void *arg)
 {
     struct gateway *gw = arg;
     struct gw_target target;
-    if (!gw_target_split(req, &target)) {
-        gw_reply_text(req, 404, "404 page not found");
+    if (!gw_target_split(r->uri, &target)) {
+        gw_req_reply_text(r, 404, "404 page not found");
         return;
     }
     /* A header name that is not an HTTP token could split or merge header
      * lines on the way to a function (request smuggling): refuse it here,
      * for every route. */
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
-    for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
+    for (struct evkeyval *h = r->in_headers.tqh_first; h != NULL; h = h->next.tqe_next) {
         if (!cmn_header_name_valid(h->key)) {
-            gw_reply_text(req, 400, "invalid header name");
+            gw_req_reply_text(r, 400, "invalid header name");
             return;
         }
     }
-    struct gw_req *r = gw_req_open(req);
-    if (r == NULL)
-        return;
     const char *p = target.path;
     if (has_prefix(p, "/function/")) {
         gw_proxy_handle(gw->proxy, r, &target);
@@ -233,10 +229,8 @@ static void stop_signal_cb(evutil_socket_t sig, short what, void *arg)
              (int)sig, inflight(gw), (long long)gw->cfg.drain_timeout);
     gw->phase = DRAINING;
     gw_request_set_draining();
-    if (gw->listener != NULL) {
-        evhttp_del_accept_socket(gw->http, gw->listener);
-        gw->listener = NULL;
-    }
+    if (gw->server != NULL)
+        gw_server_stop_accepting(gw->server);
     gw->drain_deadline_ns = gw_mono_ns() + gw->cfg.drain_timeout * 1000000;
     drain_tick_cb(-1, 0, gw);
 }
@@ -310,8 +304,8 @@ static void shutdown_all(struct gateway *gw)
     gw->pub = NULL;
     cmn_nats_free(gw->nats);
     gw->nats = NULL;
-    if (gw->http != NULL)
-        evhttp_free(gw->http);
+    gw_server_free(gw->server); /* requests in flight learn it through hooks->gone */
+    gw->server = NULL;
     if (gw->metrics_http != NULL)
         evhttp_free(gw->metrics_http);
     gw_async_free(gw->async);
@@ -398,7 +392,6 @@ int main(int argc, char **argv)
         event_config_free(ecfg);
     }
     gw.metrics = cmn_metrics_new();
-    gw_req_setup(gw.base);
     if (gw.base == NULL || gw.metrics == NULL) {
         LOG_ERROR(NULL, "out of memory at start-up");
         goto out;
@@ -483,21 +476,19 @@ int main(int argc, char **argv)
     int64_t max_body = gw.cfg.max_sync_body_bytes > gw.cfg.max_body_bytes
                            ? gw.cfg.max_sync_body_bytes
                            : gw.cfg.max_body_bytes;
-    gw.http = http_new(&gw, max_body);
-    if (gw.http == NULL) {
-        LOG_ERROR(NULL, "out of memory at start-up");
+    int64_t idle_ms =
+        gw.cfg.read_timeout > gw.cfg.write_timeout ? gw.cfg.read_timeout : gw.cfg.write_timeout;
+    struct gw_server_config srvcfg = {.base = gw.base,
+                                      .max_body_bytes = max_body,
+                                      .max_header_bytes = 1024 * 1024,
+                                      .idle_timeout_ms = idle_ms,
+                                      .on_request = route,
+                                      .arg = &gw};
+    if (gw_server_new(&srvcfg, &gw.server, &err) != CMN_OK ||
+        gw_server_listen(gw.server, (int)gw.cfg.port, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "start-up: %s", err.msg);
         goto out;
     }
-    evhttp_set_gencb(gw.http, route, &gw);
-    gw.listener = evhttp_bind_socket_with_handle(gw.http, "0.0.0.0", (ev_uint16_t)gw.cfg.port);
-    if (gw.listener == NULL) {
-        LOG_ERROR(NULL, "cannot listen on port %lld", (long long)gw.cfg.port);
-        goto out;
-    }
-    /* Linux passes TCP_NODELAY from the listener to accepted sockets: without
-     * it a response written in two pieces waits for the client's delayed ACK. */
-    gw_set_nodelay(evhttp_bound_socket_get_fd(gw.listener));
-    cmn_listener_guard(gw.base, gw.listener);
     if (gw.cfg.metrics_port != 0) {
         gw.metrics_http = http_new(&gw, 4096);
         if (gw.metrics_http == NULL ||

@@ -528,11 +528,6 @@ static void call_abort(struct gw_req *r, void *state)
 
 static const struct gw_req_hooks call_hooks = {.gone = call_gone, .abort = call_abort};
 
-static enum cmn_status add_evkey(void *arg, const char *name, const char *value)
-{
-    return evhttp_add_header(arg, name, value) == 0 ? CMN_OK : CMN_ERR_NOMEM;
-}
-
 /* The function's response head: its headers go straight to the client's
  * reply, through the header policy. */
 static void up_head_cb(void *arg, int status, const char *reason, const struct gw_up_header *h,
@@ -541,31 +536,25 @@ static void up_head_cb(void *arg, int status, const char *reason, const struct g
     struct px_call *call = arg;
     call->status = status;
     gw_strlcpy(call->reason, reason, sizeof(call->reason));
-    struct evhttp_request *req = call->r->req;
-    if (req == NULL)
+    struct gw_req *r = call->r;
+    if (r->conn == NULL)
         return;
-    struct evkeyvalq *out = evhttp_request_get_output_headers(req);
     const char *connection = NULL;
     for (size_t i = 0; i < count; i++)
         if (strcasecmp(h[i].name, "Connection") == 0)
             connection = h[i].value;
     for (size_t i = 0; i < count; i++) {
-        if (cmn_header_forwardable(CMN_HOP_FROM_FUNCTION, h[i].name, connection))
-            (void)add_evkey(out, h[i].name, h[i].value);
-        else if (call->method == EVHTTP_REQ_HEAD && strcasecmp(h[i].name, "Content-Length") == 0)
-            (void)add_evkey(out, h[i].name, h[i].value); /* what a GET would have carried */
+        if (cmn_header_forwardable(CMN_HOP_FROM_FUNCTION, h[i].name, connection) ||
+            (call->method == EVHTTP_REQ_HEAD && strcasecmp(h[i].name, "Content-Length") == 0))
+            gw_req_header(r, h[i].name, h[i].value); /* HEAD: what a GET would have carried */
     }
 }
 
 /* Takes back whatever a failed response had already put into the reply. */
 static void clear_partial_reply(struct px_call *call)
 {
-    struct evhttp_request *req = call->r->req;
-    if (req == NULL)
-        return;
-    evhttp_clear_headers(evhttp_request_get_output_headers(req));
-    struct evbuffer *out = evhttp_request_get_output_buffer(req);
-    evbuffer_drain(out, evbuffer_get_length(out));
+    gw_hdr_clear(&call->r->out_headers);
+    evbuffer_drain(call->r->out_body, evbuffer_get_length(call->r->out_body));
 }
 
 static void up_done_cb(void *arg, enum gw_up_result result)
@@ -577,7 +566,7 @@ static void up_done_cb(void *arg, enum gw_up_result result)
     if (result == GW_UP_OK) {
         pool_put(px, call->up, conn, call->conn_gen);
         const char *reason = call->reason[0] != '\0' ? call->reason : NULL;
-        gw_req_reply(call->r, call->status, reason, NULL); /* the body is in the reply */
+        gw_req_reply(call->r, call->status, reason); /* the body is in the reply */
         record_metrics(call, call->status);
         LOG_DEBUG(call->r->call_id, "proxied %s%s -> %d", call->up->base_url, call->uri,
                   call->status);
@@ -689,8 +678,8 @@ static void call_send(struct px_call *call)
 {
     struct gw_proxy *px = call->px;
     struct upstream *up = call->up;
-    struct evhttp_request *req = call->r->req;
-    if (req == NULL) { /* cannot happen: a gone client cancels the call */
+    struct gw_req *r = call->r;
+    if (r->conn == NULL) { /* cannot happen: a gone client cancels the call */
         call_release(call);
         return;
     }
@@ -714,23 +703,21 @@ static void call_send(struct px_call *call)
     head_add(&b, " HTTP/1.1\r\nHost: ", 17);
     head_str(&b, up->host_header);
     head_add(&b, "\r\n", 2);
-    struct evkeyvalq *in = evhttp_request_get_input_headers(req);
+    struct evkeyvalq *in = &r->in_headers;
     const char *connection = evhttp_find_header(in, "Connection");
     for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
         if (cmn_header_forwardable(CMN_HOP_TO_FUNCTION, h->key, connection))
             (void)head_header(&b, h->key, h->value);
     }
-    char ip[GW_ADDR_MAX];
-    gw_client_ip(req, ip, sizeof(ip));
-    struct cmn_forwarded fwd = {.call_id = call->r->call_id,
-                                .start = call->r->start,
+    struct cmn_forwarded fwd = {.call_id = r->call_id,
+                                .start = r->start,
                                 .client_start = evhttp_find_header(in, "X-Start-Time"),
-                                .client_ip = ip,
+                                .client_ip = r->peer,
                                 .client_xff = evhttp_find_header(in, "X-Forwarded-For"),
                                 .host = evhttp_find_header(in, "Host"),
                                 .client_xfh = evhttp_find_header(in, "X-Forwarded-Host")};
     (void)cmn_header_add_forwarded(&fwd, head_header, &b);
-    struct evbuffer *body = evhttp_request_get_input_buffer(req);
+    struct evbuffer *body = r->in_body;
     size_t body_len = evbuffer_get_length(body);
     if (body_len > 0 || call->method == EVHTTP_REQ_POST || call->method == EVHTTP_REQ_PUT ||
         call->method == EVHTTP_REQ_PATCH) {
@@ -749,8 +736,7 @@ static void call_send(struct px_call *call)
      * second send on a fresh connection. */
     int rc = b.failed ? -1
                       : gw_upconn_request(call->conn, b.p, b.len, body_len > 0 ? body : NULL,
-                                          evhttp_request_get_output_buffer(req),
-                                          px->config.max_response_bytes,
+                                          r->out_body, px->config.max_response_bytes,
                                           call->method == EVHTTP_REQ_HEAD, &up_callbacks, call);
     if (b.p != b.inline_bytes)
         free(b.p);

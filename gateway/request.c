@@ -4,6 +4,7 @@
 #include "request.h"
 
 #include <netinet/in.h>
+#include <sys/queue.h>
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
@@ -18,14 +19,14 @@
 
 #include "cmn/headers.h"
 #include "cmn/log.h"
+#include "server.h"
 
 #define REQ_CACHE_MAX 1024
 
 static bool draining;
 
-bool gw_target_split(struct evhttp_request *req, struct gw_target *out)
+bool gw_target_split(const char *uri, struct gw_target *out)
 {
-    const char *uri = evhttp_request_get_uri(req);
     if (uri == NULL || uri[0] != '/')
         return false;
     const char *q = strchr(uri, '?');
@@ -36,23 +37,6 @@ bool gw_target_split(struct evhttp_request *req, struct gw_target *out)
     out->path[len] = '\0';
     out->query = q != NULL ? q + 1 : NULL;
     return true;
-}
-
-void gw_client_ip(struct evhttp_request *req, char *out, size_t size)
-{
-    out[0] = '\0';
-    struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-    if (evcon == NULL)
-        return;
-    char *address = NULL;
-    ev_uint16_t port = 0;
-    evhttp_connection_get_peer(evcon, &address, &port);
-    if (address == NULL)
-        return;
-    size_t n = strlen(address);
-    if (n >= size)
-        return;
-    memcpy(out, address, n + 1);
 }
 
 int64_t gw_now_ns(void)
@@ -151,6 +135,11 @@ void gw_request_set_draining(void)
     draining = true;
 }
 
+bool gw_request_draining(void)
+{
+    return draining;
+}
+
 void gw_set_nodelay(int fd)
 {
     if (fd < 0)
@@ -241,20 +230,46 @@ void gw_code_label(const char *fn_label, int code, char *out, size_t size)
 
 /* ---- the request owner -------------------------------------------------- */
 
-static struct event_base *req_base;
 static struct gw_req *live_head;
 static size_t live_count;
 static struct gw_req *cache_head;
 static size_t cache_count;
 
-void gw_req_setup(struct event_base *base)
+int gw_hdr_add(struct evkeyvalq *q, const char *name, size_t name_len, const char *value,
+               size_t value_len)
 {
-    req_base = base;
+    struct evkeyval *kv = malloc(sizeof(*kv) + name_len + value_len + 2);
+    if (kv == NULL)
+        return -1;
+    char *k = (char *)(kv + 1);
+    memcpy(k, name, name_len);
+    k[name_len] = '\0';
+    char *v = k + name_len + 1;
+    memcpy(v, value, value_len);
+    v[value_len] = '\0';
+    kv->key = k;
+    kv->value = v;
+    TAILQ_INSERT_TAIL(q, kv, next);
+    return 0;
+}
+
+void gw_hdr_clear(struct evkeyvalq *q)
+{
+    struct evkeyval *kv;
+    while ((kv = TAILQ_FIRST(q)) != NULL) {
+        TAILQ_REMOVE(q, kv, next);
+        free(kv);
+    }
+}
+
+void gw_req_header(struct gw_req *r, const char *name, const char *value)
+{
+    if (!r->replied)
+        (void)gw_hdr_add(&r->out_headers, name, strlen(name), value, strlen(value));
 }
 
 static void req_free(struct gw_req *r)
 {
-    cmn_hangup_stop(&r->hangup);
     if (r->held) {
         if (r->prev != NULL)
             r->prev->next = r->next;
@@ -263,17 +278,28 @@ static void req_free(struct gw_req *r)
         if (r->next != NULL)
             r->next->prev = r->prev;
         live_count--;
+        r->held = false;
     }
-    if (cache_count < REQ_CACHE_MAX) {
+    gw_hdr_clear(&r->in_headers);
+    gw_hdr_clear(&r->out_headers);
+    /* Large buffers are not kept in the cache: memory returns after a burst. */
+    bool big = evbuffer_get_length(r->in_body) > 65536 ||
+               evbuffer_get_length(r->out_body) > 65536 || r->uri_cap > 8192;
+    if (cache_count < REQ_CACHE_MAX && !big) {
+        evbuffer_drain(r->in_body, evbuffer_get_length(r->in_body));
+        evbuffer_drain(r->out_body, evbuffer_get_length(r->out_body));
         r->next = cache_head;
         cache_head = r;
         cache_count++;
     } else {
+        evbuffer_free(r->in_body);
+        evbuffer_free(r->out_body);
+        free(r->uri);
         free(r);
     }
 }
 
-struct gw_req *gw_req_open(struct evhttp_request *req)
+struct gw_req *gw_req_new(struct gw_conn *c)
 {
     struct gw_req *r = cache_head;
     if (r != NULL) {
@@ -281,24 +307,46 @@ struct gw_req *gw_req_open(struct evhttp_request *req)
         cache_count--;
     } else {
         r = malloc(sizeof(*r));
-        if (r == NULL) {
-            gw_reply_text(req, 503, "out of memory");
+        if (r == NULL)
+            return NULL;
+        memset(r, 0, offsetof(struct gw_req, area));
+        r->in_body = evbuffer_new();
+        r->out_body = evbuffer_new();
+        if (r->in_body == NULL || r->out_body == NULL) {
+            if (r->in_body != NULL)
+                evbuffer_free(r->in_body);
+            if (r->out_body != NULL)
+                evbuffer_free(r->out_body);
+            free(r);
             return NULL;
         }
     }
-    memset(r, 0, offsetof(struct gw_req, call_id));
+    r->conn = c;
+    r->prev = r->next = NULL;
+    r->hooks = NULL;
+    r->state = NULL;
+    r->method = 0;
+    r->held = r->replied = r->gone = false;
+    r->t0_ns = 0;
+    if (r->uri != NULL)
+        r->uri[0] = '\0';
+    TAILQ_INIT(&r->in_headers);
+    TAILQ_INIT(&r->out_headers);
+    r->peer[0] = '\0';
     r->call_id[0] = '\0';
     r->start[0] = '\0';
-    r->req = req;
-    r->method = (int)evhttp_request_get_command(req);
-    r->t0_ns = gw_mono_ns();
     return r;
+}
+
+void gw_req_discard(struct gw_req *r)
+{
+    r->conn = NULL;
+    req_free(r);
 }
 
 bool gw_req_set_ids(struct gw_req *r, bool strict, bool adopt_start)
 {
-    struct evkeyvalq *in = evhttp_request_get_input_headers(r->req);
-    const char *id = evhttp_find_header(in, "X-Call-Id");
+    const char *id = evhttp_find_header(&r->in_headers, "X-Call-Id");
     if (id != NULL && cmn_callid_valid(id)) {
         gw_strlcpy(r->call_id, id, sizeof(r->call_id));
     } else {
@@ -306,7 +354,7 @@ bool gw_req_set_ids(struct gw_req *r, bool strict, bool adopt_start)
             return false;
         cmn_callid_new(r->call_id);
     }
-    const char *start = adopt_start ? evhttp_find_header(in, "X-Start-Time") : NULL;
+    const char *start = adopt_start ? evhttp_find_header(&r->in_headers, "X-Start-Time") : NULL;
     if (start != NULL && strlen(start) < sizeof(r->start) &&
         cmn_header_value_safe(start, sizeof(r->start) - 1))
         gw_strlcpy(r->start, start, sizeof(r->start));
@@ -315,21 +363,17 @@ bool gw_req_set_ids(struct gw_req *r, bool strict, bool adopt_start)
     return true;
 }
 
-static void owner_closed_cb(struct evhttp_connection *evcon, void *arg)
+void gw_req_client_gone(struct gw_req *r)
 {
-    (void)evcon;
-    struct gw_req *r = arg;
-    cmn_hangup_stop(&r->hangup);
-    /* evhttp detaches a request whose reply is pending (its connection
-     * becomes NULL) and leaves freeing it to us; when the connection is still
-     * set, libevent frees the request itself after this callback. */
-    if (r->req != NULL && evhttp_request_get_connection(r->req) == NULL)
-        evhttp_request_free(r->req);
-    r->req = NULL;
+    r->conn = NULL;
     r->gone = true;
     LOG_DEBUG(r->call_id[0] != '\0' ? r->call_id : NULL, "client went away before the reply");
-    if (!r->replied && r->hooks != NULL && r->hooks->gone != NULL)
-        r->hooks->gone(r, r->state); /* may close r */
+    if (r->held) {
+        if (!r->replied && r->hooks != NULL && r->hooks->gone != NULL)
+            r->hooks->gone(r, r->state); /* may close r */
+        return;
+    }
+    req_free(r); /* a route still running synchronously cannot be here */
 }
 
 void gw_req_hold(struct gw_req *r, const struct gw_req_hooks *hooks, void *state)
@@ -345,36 +389,25 @@ void gw_req_hold(struct gw_req *r, const struct gw_req_hooks *hooks, void *state
         live_head = r;
         live_count++;
     }
-    struct evhttp_connection *evcon = r->req != NULL ? evhttp_request_get_connection(r->req) : NULL;
-    if (evcon == NULL)
-        return;
-    evhttp_connection_set_closecb(evcon, owner_closed_cb, r);
-    if (req_base != NULL)
-        (void)cmn_hangup_watch(&r->hangup, req_base, evcon);
 }
 
-void gw_req_reply(struct gw_req *r, int code, const char *reason, struct evbuffer *body)
+void gw_req_reply(struct gw_req *r, int code, const char *reason)
 {
     if (r->replied) {
         LOG_DEBUG(r->call_id[0] != '\0' ? r->call_id : NULL, "second reply %d dropped", code);
         return;
     }
     r->replied = true;
-    cmn_hangup_stop(&r->hangup);
-    struct evhttp_request *req = r->req;
-    r->req = NULL;
-    if (req != NULL) {
-        struct evhttp_connection *evcon = evhttp_request_get_connection(req);
-        if (evcon != NULL && r->held)
-            evhttp_connection_set_closecb(evcon, NULL, NULL);
+    struct gw_conn *c = r->conn;
+    r->conn = NULL;
+    if (c != NULL) {
         if (r->call_id[0] != '\0') {
-            struct evkeyvalq *out = evhttp_request_get_output_headers(req);
-            if (evhttp_find_header(out, "X-Call-Id") == NULL)
-                evhttp_add_header(out, "X-Call-Id", r->call_id);
-            if (evhttp_find_header(out, "X-Start-Time") == NULL)
-                evhttp_add_header(out, "X-Start-Time", r->start);
+            if (evhttp_find_header(&r->out_headers, "X-Call-Id") == NULL)
+                (void)gw_hdr_add(&r->out_headers, "X-Call-Id", 9, r->call_id, strlen(r->call_id));
+            if (evhttp_find_header(&r->out_headers, "X-Start-Time") == NULL)
+                (void)gw_hdr_add(&r->out_headers, "X-Start-Time", 12, r->start, strlen(r->start));
         }
-        gw_reply(req, code, reason, body);
+        gw_conn_respond(c, r, code, reason);
     }
     if (!r->held)
         req_free(r);
@@ -382,32 +415,24 @@ void gw_req_reply(struct gw_req *r, int code, const char *reason, struct evbuffe
 
 void gw_req_reply_text(struct gw_req *r, int code, const char *text)
 {
-    if (r->req != NULL && !r->replied && text != NULL && text[0] != '\0') {
-        evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
-                          "text/plain; charset=utf-8");
+    if (r->conn != NULL && !r->replied && text != NULL && text[0] != '\0') {
+        gw_req_header(r, "Content-Type", "text/plain; charset=utf-8");
         /* A HEAD reply carries the headers only (RFC 9110 §9.3.2). */
         if (r->method != EVHTTP_REQ_HEAD)
-            evbuffer_add(evhttp_request_get_output_buffer(r->req), text, strlen(text));
+            evbuffer_add(r->out_body, text, strlen(text));
     }
-    gw_req_reply(r, code, NULL, NULL);
+    gw_req_reply(r, code, NULL);
 }
 
 void gw_req_close(struct gw_req *r)
 {
-    if (!r->replied && r->req != NULL) {
+    if (!r->replied && r->conn != NULL) {
         LOG_ERROR(r->call_id[0] != '\0' ? r->call_id : NULL,
                   "request closed without a reply: answering 500");
-        /* The reply below must not free: close does. */
         bool held = r->held;
-        r->held = true;
+        r->held = true; /* the reply must not free: close does */
         gw_req_reply_text(r, 500, "internal error: no reply");
         r->held = held;
-    }
-    if (r->req != NULL) {
-        struct evhttp_connection *evcon = evhttp_request_get_connection(r->req);
-        if (evcon != NULL)
-            evhttp_connection_set_closecb(evcon, NULL, NULL);
-        r->req = NULL;
     }
     req_free(r);
 }
@@ -428,17 +453,27 @@ void gw_req_abort_all(void)
     }
 }
 
+static void free_one(struct gw_req *r)
+{
+    gw_hdr_clear(&r->in_headers);
+    gw_hdr_clear(&r->out_headers);
+    evbuffer_free(r->in_body);
+    evbuffer_free(r->out_body);
+    free(r->uri);
+    free(r);
+}
+
 void gw_req_teardown(void)
 {
     while (live_head != NULL) {
         struct gw_req *r = live_head;
         live_head = r->next;
-        free(r);
+        free_one(r);
     }
     live_count = 0;
     while (cache_head != NULL) {
         struct gw_req *next = cache_head->next;
-        free(cache_head);
+        free_one(cache_head);
         cache_head = next;
     }
     cache_count = 0;

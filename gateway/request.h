@@ -1,6 +1,6 @@
-/* Helpers shared by every route for one incoming evhttp request: splitting the
- * request target, the client address, clocks, and the single way the gateway
- * sends a reply (which also adds "Connection: close" while draining).
+/* The request owner of the public port (gw_req, below) and helpers shared by
+ * every route: the request target split, clocks, number formatting, and the
+ * evhttp reply used by the metrics port.
  * Thread: everything here runs on the event-loop thread unless stated. */
 #ifndef GW_REQUEST_H
 #define GW_REQUEST_H
@@ -9,12 +9,15 @@
 #include <stddef.h>
 #include <stdint.h>
 
+#include <event2/keyvalq_struct.h>
+
 #include "cmn/callid.h"
-#include "cmn/hangup.h"
 
 struct evhttp_request;
 struct evbuffer;
 struct event_base;
+struct gw_conn;
+struct gw_req;
 
 /* Longest request path (without the query) the routes accept. */
 #define GW_PATH_MAX 8192
@@ -29,14 +32,10 @@ struct gw_target {
     const char *query;
 };
 
-/* Splits the request target of `req` (borrowed) into `out`. Returns false when
- * the target is not an origin-form path ("/...") or the path is longer than
- * GW_PATH_MAX - 1 bytes. Never blocks. */
-bool gw_target_split(struct evhttp_request *req, struct gw_target *out);
-
-/* Writes the peer IP of the client connection of `req` into `out` (`size`
- * bytes); "" when unknown (e.g. the client already went away). */
-void gw_client_ip(struct evhttp_request *req, char *out, size_t size);
+/* Splits the request target `uri` (borrowed; NUL-terminated, as sent) into
+ * `out`. Returns false when the target is not an origin-form path ("/...") or
+ * the path is longer than GW_PATH_MAX - 1 bytes. Never blocks. */
+bool gw_target_split(const char *uri, struct gw_target *out);
 
 /* Wall clock, nanoseconds since the Unix epoch (X-Start-Time). Any thread. */
 int64_t gw_now_ns(void);
@@ -44,17 +43,20 @@ int64_t gw_now_ns(void);
 /* Monotonic clock in nanoseconds (durations and deadlines). Any thread. */
 int64_t gw_mono_ns(void);
 
-/* Sends the reply: status `code` with `reason` (NULL = standard phrase) and the
- * body in `body` (taken: its content is moved into the reply; NULL = empty).
- * Adds "Connection: close" while the gateway drains. `req` must not be used by
- * the caller afterwards. */
+/* evhttp replies (the metrics port only): status `code` with `reason` (NULL =
+ * standard phrase) and the body in `body` (its content is moved into the
+ * reply; NULL = the request's output buffer). Adds "Connection: close" while
+ * the gateway drains. `req` must not be used by the caller afterwards. */
 void gw_reply(struct evhttp_request *req, int code, const char *reason, struct evbuffer *body);
 
-/* Sends a text/plain reply whose body is `text` (borrowed, may be NULL = empty). */
+/* gw_reply with a text/plain body `text` (borrowed, may be NULL = empty). */
 void gw_reply_text(struct evhttp_request *req, int code, const char *text);
 
 /* Switches every later reply to "Connection: close" (set when SIGTERM arrives). */
 void gw_request_set_draining(void);
+
+/* True once gw_request_set_draining was called. */
+bool gw_request_draining(void);
 
 /* Standard reason phrase for `code` ("Accepted"); never NULL. */
 const char *gw_reason(int code);
@@ -84,9 +86,9 @@ size_t gw_strlcpy(char *dst, const char *src, size_t size);
 void gw_set_nodelay(int fd);
 
 /* ---- the request owner ----------------------------------------------------
- * Every request on the public port gets one gw_req, whatever its route. It
- * holds the client's evhttp request, the call id and start time every reply
- * carries, the hang-up watch, and the live list the drain waits on. Rules:
+ * Every request on the public port is one gw_req, whatever its route: the
+ * parsed request (server.h), the reply being built, the call id and start
+ * time every reply carries, and the live list the drain waits on. Rules:
  * - exactly one reply: gw_req_reply* sends it, or nothing when the client is
  *   gone; later calls are ignored (and logged at debug);
  * - one free: a request nobody holds is freed by its reply; a route that
@@ -96,8 +98,6 @@ void gw_set_nodelay(int fd);
  *   once, within a second of the hang-up; the drain deadline calls
  *   hooks->abort, which must reply.
  * Thread: the event-loop thread only. */
-
-struct gw_req;
 
 /* Bytes of route state a request carries inline (the proxy's call is the
  * largest). */
@@ -113,18 +113,27 @@ struct gw_req_hooks {
 };
 
 struct gw_req {
-    struct evhttp_request *req; /* the client's request; NULL once replied or gone */
+    struct gw_conn *conn;       /* the client's connection; NULL once replied or gone */
     struct gw_req *prev, *next; /* live list (held requests), or the free cache */
     const struct gw_req_hooks *hooks;
     void *state; /* the route's, given to gw_req_hold */
-    struct cmn_hangup hangup;
-    int method; /* enum evhttp_cmd_type */
+    int method;  /* enum evhttp_cmd_type */
     bool held, replied, gone;
-    int64_t t0_ns;                /* monotonic, when the request was opened */
+    int64_t t0_ns; /* monotonic, when the request was complete */
+    /* The request, owned (filled by the server): the target as sent, the
+     * headers in order (gw_hdr_* nodes), the body. */
+    char *uri;
+    size_t uri_cap;
+    struct evkeyvalq in_headers;
+    struct evbuffer *in_body;
+    /* The reply being built: headers (add with gw_req_header) and body. */
+    struct evkeyvalq out_headers;
+    struct evbuffer *out_body;
+    char peer[GW_ADDR_MAX];       /* client IP, "" if unknown */
     char call_id[CMN_CALLID_MAX]; /* "" until gw_req_set_ids */
     char start[24];               /* X-Start-Time text, "" until gw_req_set_ids */
     /* The route's state lives here (gw_req_area): one allocation and one
-     * free per request, whatever the route. Not zeroed by gw_req_open. */
+     * free per request, whatever the route. Not zeroed between requests. */
     _Alignas(16) unsigned char area[GW_REQ_AREA_BYTES];
 };
 
@@ -136,12 +145,30 @@ static inline void *gw_req_area(struct gw_req *r)
     return r->area;
 }
 
-/* Sets the loop the requests live on (hang-up watches). Once, at start. */
-void gw_req_setup(struct event_base *base);
+/* For the server: a fresh request for connection `c` (empty lists and
+ * buffers, from the cache). NULL when out of memory. */
+struct gw_req *gw_req_new(struct gw_conn *c);
 
-/* Opens the owner of `req` (borrowed from evhttp until the reply). NULL when
- * out of memory: a 503 was sent. */
-struct gw_req *gw_req_open(struct evhttp_request *req);
+/* For the server: frees a request that was never handed to a route (a
+ * refused or incomplete one). */
+void gw_req_discard(struct gw_req *r);
+
+/* For the server: the client of `r` went away before the reply: detaches
+ * it and calls hooks->gone (a held request) or frees it. */
+void gw_req_client_gone(struct gw_req *r);
+
+/* Appends (name, value) to `q` as one allocation (lengths in bytes, need
+ * not be NUL-terminated). Returns 0, or -1 when out of memory. The list must
+ * only ever hold gw_hdr nodes (freed by gw_hdr_clear, never by
+ * evhttp_clear_headers); evhttp_find_header reads it as usual. */
+int gw_hdr_add(struct evkeyvalq *q, const char *name, size_t name_len, const char *value,
+               size_t value_len);
+
+/* Frees every node of `q`, leaving it empty. */
+void gw_hdr_clear(struct evkeyvalq *q);
+
+/* Adds a reply header to `r` (ignored once replied). */
+void gw_req_header(struct gw_req *r, const char *name, const char *value);
 
 /* Gives `r` its call id (the client's X-Call-Id when valid) and start time
  * (the client's X-Start-Time when `adopt_start` and it is a safe value, else
@@ -150,13 +177,13 @@ struct gw_req *gw_req_open(struct evhttp_request *req);
 bool gw_req_set_ids(struct gw_req *r, bool strict, bool adopt_start);
 
 /* Keeps `r` past its handler: `hooks` (static) and `state` (the route's) are
- * called as documented above, and the hang-up watch starts. */
+ * called as documented above. */
 void gw_req_hold(struct gw_req *r, const struct gw_req_hooks *hooks, void *state);
 
-/* Sends the one reply (see gw_reply; X-Call-Id and X-Start-Time are added
- * when set and not already present). `body` is taken; NULL = empty. Frees a
- * request that is not held. */
-void gw_req_reply(struct gw_req *r, int code, const char *reason, struct evbuffer *body);
+/* Sends the one reply: status `code`, `reason` (NULL = standard phrase),
+ * r->out_headers (plus X-Call-Id and X-Start-Time when set and not already
+ * present) and r->out_body. Frees a request that is not held. */
+void gw_req_reply(struct gw_req *r, int code, const char *reason);
 
 /* gw_req_reply with a text/plain body `text` (borrowed, NULL = empty). */
 void gw_req_reply_text(struct gw_req *r, int code, const char *text);
@@ -171,7 +198,7 @@ size_t gw_req_live(void);
 /* Drain deadline: calls hooks->abort of every held request not yet replied. */
 void gw_req_abort_all(void);
 
-/* Frees the cache (at exit, after every request was closed). */
+/* Frees the cache and what is left of the live list (at exit). */
 void gw_req_teardown(void);
 
 #endif

@@ -109,7 +109,7 @@ static bool authorized(struct gw_system *sys, struct gw_req *r)
 {
     if (sys->expected_token == NULL)
         return true;
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(r->req), "Authorization");
+    const char *h = evhttp_find_header(&r->in_headers, "Authorization");
     if (h == NULL || strncasecmp(h, "Basic ", 6) != 0)
         return false;
     h += 6;
@@ -127,11 +127,10 @@ static void reply_json(struct gw_req *r, char *json)
         gw_req_reply_text(r, 500, "out of memory");
         return;
     }
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Content-Type",
-                      "application/json");
-    evbuffer_add(evhttp_request_get_output_buffer(r->req), json, strlen(json));
+    gw_req_header(r, "Content-Type", "application/json");
+    evbuffer_add(r->out_body, json, strlen(json));
     free(json);
-    gw_req_reply(r, 200, NULL, NULL);
+    gw_req_reply(r, 200, NULL);
 }
 
 /* The "namespace" query parameter, copied into `out`; false when absent. */
@@ -155,7 +154,7 @@ static bool query_namespace(const struct gw_target *target, char *out, size_t si
 
 static void reply_method_not_allowed(struct gw_req *r)
 {
-    evhttp_add_header(evhttp_request_get_output_headers(r->req), "Allow", "GET");
+    gw_req_header(r, "Allow", "GET");
     gw_req_reply_text(r, 405, NULL);
 }
 
@@ -209,8 +208,7 @@ static void system_function(struct gw_system *sys, struct gw_req *r, const struc
 void gw_system_handle(struct gw_system *sys, struct gw_req *r, const struct gw_target *target)
 {
     if (!authorized(sys, r)) {
-        evhttp_add_header(evhttp_request_get_output_headers(r->req), "WWW-Authenticate",
-                          "Basic realm=\"Restricted\"");
+        gw_req_header(r, "WWW-Authenticate", "Basic realm=\"Restricted\"");
         gw_req_reply_text(r, 401, "invalid credentials");
         return;
     }
@@ -308,7 +306,7 @@ void gw_system_metrics_request(struct evhttp_request *req, void *arg)
 {
     struct gw_system *sys = arg;
     struct gw_target target;
-    if (!gw_target_split(req, &target)) {
+    if (!gw_target_split(evhttp_request_get_uri(req), &target)) {
         gw_reply_text(req, 404, "404 page not found");
         return;
     }

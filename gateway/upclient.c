@@ -363,9 +363,6 @@ struct gw_upconn *gw_upconn_new(struct event_base *base, const struct sockaddr *
     struct gw_upconn *c = calloc(1, sizeof(*c));
     if (c == NULL)
         return NULL;
-    /* The library's own head limit (process-wide, the same for every
-     * connection): HPE_HEADER_OVERFLOW beyond it. */
-    http_parser_set_max_header_size(GW_UP_MAX_HEAD_BYTES);
     c->base = base;
     memcpy(&c->addr, addr, addr_len);
     c->addr_len = addr_len;

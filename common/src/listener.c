@@ -62,6 +62,11 @@ static void accept_error_cb(struct evconnlistener *lev, void *arg)
 int cmn_listener_guard(struct event_base *base, struct evhttp_bound_socket *bound)
 {
     struct evconnlistener *lev = evhttp_bound_socket_get_listener(bound);
+    return cmn_listener_guard_lev(base, lev);
+}
+
+int cmn_listener_guard_lev(struct event_base *base, struct evconnlistener *lev)
+{
     if (lev == NULL)
         return -1;
     for (size_t i = 0; i < MAX_GUARDS; i++) {
@@ -75,4 +80,16 @@ int cmn_listener_guard(struct event_base *base, struct evhttp_bound_socket *boun
         return 0;
     }
     return -1;
+}
+
+void cmn_listener_unguard(struct evconnlistener *lev)
+{
+    for (size_t i = 0; i < MAX_GUARDS; i++) {
+        if (guards[i].lev != lev || lev == NULL)
+            continue;
+        if (guards[i].timer != NULL)
+            event_free(guards[i].timer);
+        guards[i].timer = NULL;
+        guards[i].lev = NULL;
+    }
 }

@@ -7,6 +7,7 @@
 
 struct event_base;
 struct evhttp_bound_socket;
+struct evconnlistener;
 
 /* Raises the soft RLIMIT_NOFILE to the hard limit, so a busy gateway is not
  * capped at the common default of 1024. Main thread, at start; never fails
@@ -18,5 +19,11 @@ void cmn_listener_raise_fd_limit(void);
  * process; returns 0, or -1 when the table is full or allocation fails.
  * Loop thread of `base`. */
 int cmn_listener_guard(struct event_base *base, struct evhttp_bound_socket *bound);
+
+/* The same for a plain evconnlistener (borrowed until cmn_listener_unguard). */
+int cmn_listener_guard_lev(struct event_base *base, struct evconnlistener *lev);
+
+/* Forgets `lev` (call before freeing it): a pending pause ends unused. */
+void cmn_listener_unguard(struct evconnlistener *lev);
 
 #endif

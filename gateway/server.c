@@ -1,0 +1,649 @@
+/* The public port's HTTP/1.1 server: http-parser callbacks fill one gw_req
+ * per request; the reply is written with memcpy (no printf per header line).
+ * A connection is in one of three states: reading a request, handling it (the
+ * route owns the gw_req; the socket is still read so a hang-up is seen, but
+ * nothing is parsed), writing the reply. */
+#include "server.h"
+
+#include <netinet/in.h>
+#include <sys/queue.h>
+#include <netinet/tcp.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <sys/socket.h>
+#include <time.h>
+
+#include <event2/buffer.h>
+#include <event2/bufferevent.h>
+#include <event2/event.h>
+#include <event2/http.h>
+#include <event2/listener.h>
+#include <event2/util.h>
+
+#include <http_parser.h>
+
+#include "cmn/listener.h"
+#include "cmn/log.h"
+#include "request.h"
+
+/* Pipelined bytes kept while a request is handled; beyond, reading pauses
+ * (and a hang-up is then only seen when the reply is written). */
+#define PENDING_INPUT_MAX (1024 * 1024)
+#define URI_MAX (64 * 1024)
+
+enum conn_state { CS_READING, CS_HANDLING, CS_WRITING };
+
+struct gw_conn {
+    struct gw_server *srv;
+    struct gw_conn *prev, *next;
+    struct bufferevent *bev;
+    http_parser parser;
+    enum conn_state state;
+    struct gw_req *r; /* being parsed, or handled by a route */
+    bool complete;    /* the parser finished a request */
+    bool keep_alive;  /* the client allows another request on this connection */
+    bool close_after; /* close once the reply is written */
+    bool in_message;  /* some bytes of a request were parsed */
+    int fail_code;    /* a refusal decided inside a parser callback */
+    /* the header being parsed: "name\0value" */
+    char *hbuf;
+    size_t hlen, hcap, name_len;
+    enum { P_NONE, P_FIELD, P_VALUE } last;
+    size_t uri_len;
+    char peer[GW_ADDR_MAX];
+};
+
+struct gw_server {
+    struct gw_server_config config;
+    struct evconnlistener *listener;
+    struct gw_conn *conns;
+    size_t conn_count;
+    struct timeval idle_tv;
+};
+
+static void conn_free(struct gw_conn *c);
+static void conn_feed(struct gw_conn *c);
+
+/* ---- parsing ------------------------------------------------------------- */
+
+static struct gw_conn *of(http_parser *p)
+{
+    return p->data;
+}
+
+static int refuse(struct gw_conn *c, int code)
+{
+    if (c->fail_code == 0)
+        c->fail_code = code;
+    return -1;
+}
+
+static bool hbuf_add(struct gw_conn *c, const char *at, size_t len)
+{
+    if (c->hlen + len + 1 > c->hcap) {
+        size_t cap = c->hcap != 0 ? c->hcap : 256;
+        while (cap < c->hlen + len + 1)
+            cap *= 2;
+        char *b = realloc(c->hbuf, cap);
+        if (b == NULL)
+            return false;
+        c->hbuf = b;
+        c->hcap = cap;
+    }
+    memcpy(c->hbuf + c->hlen, at, len);
+    c->hlen += len;
+    return true;
+}
+
+/* Stores the header collected in hbuf (trailing whitespace of the value
+ * removed, as the field grammar has it). */
+static int commit_header(struct gw_conn *c)
+{
+    size_t vlen = c->hlen - c->name_len;
+    const char *v = c->hbuf + c->name_len;
+    while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
+        vlen--;
+    if (gw_hdr_add(&c->r->in_headers, c->hbuf, c->name_len, v, vlen) != 0)
+        return refuse(c, 503);
+    c->hlen = 0;
+    c->name_len = 0;
+    return 0;
+}
+
+static int on_message_begin(http_parser *p)
+{
+    struct gw_conn *c = of(p);
+    c->in_message = true;
+    if (c->r == NULL) {
+        c->r = gw_req_new(c);
+        if (c->r == NULL)
+            return refuse(c, 503);
+        memcpy(c->r->peer, c->peer, sizeof(c->peer));
+    }
+    c->uri_len = 0;
+    c->hlen = c->name_len = 0;
+    c->last = P_NONE;
+    return 0;
+}
+
+static int on_url(http_parser *p, const char *at, size_t len)
+{
+    struct gw_conn *c = of(p);
+    struct gw_req *r = c->r;
+    if (c->uri_len + len + 1 > URI_MAX)
+        return refuse(c, 414);
+    if (c->uri_len + len + 1 > r->uri_cap) {
+        size_t cap = r->uri_cap != 0 ? r->uri_cap : 256;
+        while (cap < c->uri_len + len + 1)
+            cap *= 2;
+        char *u = realloc(r->uri, cap);
+        if (u == NULL)
+            return refuse(c, 503);
+        r->uri = u;
+        r->uri_cap = cap;
+    }
+    memcpy(r->uri + c->uri_len, at, len);
+    c->uri_len += len;
+    r->uri[c->uri_len] = '\0';
+    return 0;
+}
+
+static int on_header_field(http_parser *p, const char *at, size_t len)
+{
+    struct gw_conn *c = of(p);
+    if (c->last == P_VALUE && commit_header(c) != 0)
+        return -1;
+    c->last = P_FIELD;
+    return hbuf_add(c, at, len) ? 0 : refuse(c, 503);
+}
+
+static int on_header_value(http_parser *p, const char *at, size_t len)
+{
+    struct gw_conn *c = of(p);
+    if (c->last == P_FIELD) {
+        c->name_len = c->hlen;
+        c->last = P_VALUE;
+    }
+    return hbuf_add(c, at, len) ? 0 : refuse(c, 503);
+}
+
+static int method_of(unsigned m)
+{
+    switch (m) {
+    case HTTP_GET:
+        return EVHTTP_REQ_GET;
+    case HTTP_POST:
+        return EVHTTP_REQ_POST;
+    case HTTP_HEAD:
+        return EVHTTP_REQ_HEAD;
+    case HTTP_PUT:
+        return EVHTTP_REQ_PUT;
+    case HTTP_DELETE:
+        return EVHTTP_REQ_DELETE;
+    case HTTP_OPTIONS:
+        return EVHTTP_REQ_OPTIONS;
+    case HTTP_PATCH:
+        return EVHTTP_REQ_PATCH;
+    default:
+        return 0;
+    }
+}
+
+static int on_headers_complete(http_parser *p)
+{
+    struct gw_conn *c = of(p);
+    struct gw_req *r = c->r;
+    if (c->last == P_FIELD) { /* a name without a value */
+        c->name_len = c->hlen;
+        c->last = P_VALUE;
+    }
+    if (c->last == P_VALUE && commit_header(c) != 0)
+        return -1;
+    c->last = P_NONE;
+    if (c->uri_len == 0)
+        return refuse(c, 400);
+    r->method = method_of(p->method);
+    if (r->method == 0)
+        return refuse(c, 501);
+    c->keep_alive = http_should_keep_alive(p) != 0;
+    /* Refused before a byte of the body is read. */
+    if ((p->flags & F_CONTENTLENGTH) != 0 &&
+        p->content_length > (uint64_t)c->srv->config.max_body_bytes)
+        return refuse(c, 413);
+    const char *expect = evhttp_find_header(&r->in_headers, "Expect");
+    if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1 &&
+        ((p->flags & F_CHUNKED) != 0 ||
+         ((p->flags & F_CONTENTLENGTH) != 0 && p->content_length > 0)))
+        evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25);
+    return 0;
+}
+
+static int on_body(http_parser *p, const char *at, size_t len)
+{
+    struct gw_conn *c = of(p);
+    struct evbuffer *body = c->r->in_body;
+    if ((int64_t)(evbuffer_get_length(body) + len) > c->srv->config.max_body_bytes)
+        return refuse(c, 413);
+    return evbuffer_add(body, at, len) == 0 ? 0 : refuse(c, 503);
+}
+
+static int on_message_complete(http_parser *p)
+{
+    struct gw_conn *c = of(p);
+    c->complete = true;
+    http_parser_pause(p, 1); /* one request at a time */
+    return 0;
+}
+
+static const http_parser_settings settings = {
+    .on_message_begin = on_message_begin,
+    .on_url = on_url,
+    .on_header_field = on_header_field,
+    .on_header_value = on_header_value,
+    .on_headers_complete = on_headers_complete,
+    .on_body = on_body,
+    .on_message_complete = on_message_complete,
+};
+
+/* ---- writing -------------------------------------------------------------- */
+
+/* The Date header value, formatted once per second. */
+static const char *http_date(void)
+{
+    static char text[40];
+    static time_t last;
+    time_t now = time(NULL);
+    if (now != last) {
+        struct tm tm;
+        gmtime_r(&now, &tm);
+        strftime(text, sizeof(text), "%a, %d %b %Y %H:%M:%S GMT", &tm);
+        last = now;
+    }
+    return text;
+}
+
+struct out_buf {
+    char *p;
+    size_t len, cap;
+    bool failed;
+    char inline_bytes[2048];
+};
+
+static void out_add(struct out_buf *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap * 2;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *np = b->p == b->inline_bytes ? malloc(cap) : realloc(b->p, cap);
+        if (np == NULL) {
+            b->failed = true;
+            return;
+        }
+        if (b->p == b->inline_bytes)
+            memcpy(np, b->inline_bytes, b->len);
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+static void out_str(struct out_buf *b, const char *s)
+{
+    out_add(b, s, strlen(s));
+}
+
+static void out_header(struct out_buf *b, const char *name, const char *value)
+{
+    out_str(b, name);
+    out_add(b, ": ", 2);
+    out_str(b, value);
+    out_add(b, "\r\n", 2);
+}
+
+static void written_cb(struct bufferevent *bev, void *arg);
+static void read_cb(struct bufferevent *bev, void *arg);
+static void event_cb(struct bufferevent *bev, short what, void *arg);
+
+/* Writes status line, headers and body, then waits for the output to drain. */
+static void write_response(struct gw_conn *c, int code, const char *reason,
+                           struct evkeyvalq *headers, struct evbuffer *body, bool is_head)
+{
+    struct out_buf b;
+    b.p = b.inline_bytes;
+    b.len = 0;
+    b.cap = sizeof(b.inline_bytes);
+    b.failed = false;
+    char num[GW_I64_TEXT_MAX];
+    gw_fmt_i64(num, code);
+    out_add(&b, "HTTP/1.1 ", 9);
+    out_str(&b, num);
+    out_add(&b, " ", 1);
+    out_str(&b, reason != NULL ? reason : gw_reason(code));
+    out_add(&b, "\r\n", 2);
+    bool has_length = false;
+    if (headers != NULL) {
+        for (struct evkeyval *h = headers->tqh_first; h != NULL; h = h->next.tqe_next) {
+            if (strcasecmp(h->key, "Content-Length") == 0) {
+                if (!is_head)
+                    continue; /* recomputed from the body */
+                has_length = true;
+            }
+            out_header(&b, h->key, h->value);
+        }
+    }
+    out_header(&b, "Date", http_date());
+    bool bodyless = code < 200 || code == 204 || code == 304;
+    size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
+    if (!bodyless && !has_length) {
+        gw_fmt_i64(num, (int64_t)body_len);
+        out_header(&b, "Content-Length", num);
+    }
+    if (c->close_after)
+        out_header(&b, "Connection", "close");
+    out_add(&b, "\r\n", 2);
+    struct evbuffer *out = bufferevent_get_output(c->bev);
+    if (!b.failed)
+        evbuffer_add(out, b.p, b.len);
+    if (b.p != b.inline_bytes)
+        free(b.p);
+    if (b.failed) {
+        conn_free(c);
+        return;
+    }
+    if (body_len > 0 && !is_head && !bodyless)
+        evbuffer_add_buffer(out, body);
+    c->state = CS_WRITING;
+    bufferevent_setwatermark(c->bev, EV_WRITE, 0, 0);
+    bufferevent_setcb(c->bev, read_cb, written_cb, event_cb, c);
+}
+
+/* A refusal made by the server itself (no route saw the request). */
+static void refuse_now(struct gw_conn *c, int code)
+{
+    const char *text;
+    switch (code) {
+    case 400:
+        text = "malformed request";
+        break;
+    case 408:
+        text = "request not received in time";
+        break;
+    case 413:
+        text = "request body too large";
+        break;
+    case 414:
+        text = "request target too long";
+        break;
+    case 431:
+        text = "request header fields too large";
+        break;
+    case 501:
+        text = "method not implemented";
+        break;
+    default:
+        text = "cannot take the request";
+        break;
+    }
+    if (c->r != NULL) {
+        gw_req_discard(c->r);
+        c->r = NULL;
+    }
+    struct evkeyvalq h;
+    TAILQ_INIT(&h);
+    (void)gw_hdr_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);
+    struct evbuffer *body = evbuffer_new();
+    if (body != NULL)
+        evbuffer_add(body, text, strlen(text));
+    c->close_after = true;
+    bufferevent_disable(c->bev, EV_READ);
+    write_response(c, code, NULL, &h, body, false);
+    gw_hdr_clear(&h);
+    if (body != NULL)
+        evbuffer_free(body);
+}
+
+/* ---- the connection --------------------------------------------------------- */
+
+static void conn_free(struct gw_conn *c)
+{
+    struct gw_server *s = c->srv;
+    if (c->prev != NULL)
+        c->prev->next = c->next;
+    else
+        s->conns = c->next;
+    if (c->next != NULL)
+        c->next->prev = c->prev;
+    s->conn_count--;
+    struct gw_req *r = c->r;
+    c->r = NULL;
+    if (c->bev != NULL)
+        bufferevent_free(c->bev);
+    free(c->hbuf);
+    enum conn_state state = c->state;
+    free(c);
+    if (r != NULL) {
+        if (state == CS_HANDLING)
+            gw_req_client_gone(r); /* may run the route's gone hook */
+        else
+            gw_req_discard(r);
+    }
+}
+
+static void read_cb(struct bufferevent *bev, void *arg)
+{
+    struct gw_conn *c = arg;
+    if (c->state == CS_READING) {
+        conn_feed(c);
+        return;
+    }
+    /* Handling or writing: keep what arrives (a pipelined request) for later. */
+    if (evbuffer_get_length(bufferevent_get_input(bev)) > PENDING_INPUT_MAX)
+        bufferevent_disable(bev, EV_READ);
+}
+
+static void event_cb(struct bufferevent *bev, short what, void *arg)
+{
+    (void)bev;
+    struct gw_conn *c = arg;
+    if ((what & BEV_EVENT_TIMEOUT) != 0) {
+        if (c->state == CS_READING && c->in_message) {
+            refuse_now(c, 408);
+            return;
+        }
+        if (c->state != CS_HANDLING) {
+            conn_free(c);
+            return;
+        }
+        bufferevent_enable(c->bev, EV_READ);
+        return;
+    }
+    if ((what & (BEV_EVENT_EOF | BEV_EVENT_ERROR)) != 0) {
+        if (c->state == CS_READING && (what & BEV_EVENT_EOF) != 0) {
+            /* The end of the stream may complete a request (HTTP/1.0 style
+             * bodies never apply to requests; this only finishes parsing). */
+            conn_free(c);
+            return;
+        }
+        conn_free(c); /* handling: the route learns it through hooks->gone */
+    }
+}
+
+static void dispatch(struct gw_conn *c)
+{
+    struct gw_req *r = c->r;
+    c->state = CS_HANDLING;
+    c->complete = false;
+    c->in_message = false;
+    r->t0_ns = gw_mono_ns();
+    if (gw_request_draining() || !c->keep_alive)
+        c->close_after = true;
+    /* No read deadline while the route works (upstream_timeout applies);
+     * reading goes on so a hang-up is seen. */
+    bufferevent_set_timeouts(c->bev, NULL, &c->srv->idle_tv);
+    c->srv->config.on_request(r, c->srv->config.arg);
+}
+
+/* Parses buffered input until a request is complete (then hands it to the
+ * route) or the input runs out. */
+static void conn_feed(struct gw_conn *c)
+{
+    struct evbuffer *in = bufferevent_get_input(c->bev);
+    while (c->state == CS_READING && evbuffer_get_length(in) > 0) {
+        struct evbuffer_iovec v;
+        if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)
+            return;
+        size_t n = http_parser_execute(&c->parser, &settings, v.iov_base, v.iov_len);
+        enum http_errno e = HTTP_PARSER_ERRNO(&c->parser);
+        if (e != HPE_OK && e != HPE_PAUSED) {
+            int code = c->fail_code;
+            if (code == 0)
+                code = e == HPE_HEADER_OVERFLOW ? 431 : 400;
+            refuse_now(c, code);
+            return;
+        }
+        evbuffer_drain(in, n);
+        if (c->complete) {
+            dispatch(c); /* may reply (and even free c) before returning */
+            return;
+        }
+    }
+}
+
+/* The reply went out: close, or read the next request. */
+static void written_cb(struct bufferevent *bev, void *arg)
+{
+    struct gw_conn *c = arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) > 0)
+        return;
+    if (c->close_after) {
+        conn_free(c);
+        return;
+    }
+    c->state = CS_READING;
+    c->fail_code = 0;
+    http_parser_pause(&c->parser, 0);
+    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+    bufferevent_set_timeouts(c->bev, &c->srv->idle_tv, &c->srv->idle_tv);
+    bufferevent_enable(c->bev, EV_READ);
+    conn_feed(c);
+}
+
+void gw_conn_respond(struct gw_conn *c, struct gw_req *r, int code, const char *reason)
+{
+    if (c->r == r)
+        c->r = NULL;
+    if (gw_request_draining())
+        c->close_after = true;
+    write_response(c, code, reason, &r->out_headers, r->out_body, r->method == EVHTTP_REQ_HEAD);
+}
+
+static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
+                      int socklen, void *arg)
+{
+    (void)lev;
+    (void)socklen;
+    struct gw_server *s = arg;
+    struct gw_conn *c = calloc(1, sizeof(*c));
+    if (c == NULL) {
+        evutil_closesocket(fd);
+        return;
+    }
+    c->bev = bufferevent_socket_new(s->config.base, fd, BEV_OPT_CLOSE_ON_FREE);
+    if (c->bev == NULL) {
+        evutil_closesocket(fd);
+        free(c);
+        return;
+    }
+    int one = 1;
+    (void)setsockopt(fd, IPPROTO_TCP, TCP_NODELAY, &one, sizeof(one));
+    if (sa->sa_family == AF_INET)
+        evutil_inet_ntop(AF_INET, &((struct sockaddr_in *)sa)->sin_addr, c->peer, sizeof(c->peer));
+    else if (sa->sa_family == AF_INET6)
+        evutil_inet_ntop(AF_INET6, &((struct sockaddr_in6 *)sa)->sin6_addr, c->peer,
+                         sizeof(c->peer));
+    c->srv = s;
+    c->state = CS_READING;
+    http_parser_init(&c->parser, HTTP_REQUEST);
+    c->parser.data = c;
+    c->next = s->conns;
+    if (s->conns != NULL)
+        s->conns->prev = c;
+    s->conns = c;
+    s->conn_count++;
+    bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
+    bufferevent_set_timeouts(c->bev, &s->idle_tv, &s->idle_tv);
+    bufferevent_enable(c->bev, EV_READ | EV_WRITE);
+}
+
+enum cmn_status gw_server_new(const struct gw_server_config *config, struct gw_server **out,
+                              struct cmn_err *err)
+{
+    struct gw_server *s = calloc(1, sizeof(*s));
+    if (s == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "server: out of memory");
+    s->config = *config;
+    s->idle_tv.tv_sec = (time_t)(config->idle_timeout_ms / 1000);
+    s->idle_tv.tv_usec = (suseconds_t)(config->idle_timeout_ms % 1000) * 1000;
+    /* The library's head limit is process-wide: the request limit. The
+     * upstream client keeps its smaller one itself (upclient.h). */
+    http_parser_set_max_header_size((uint32_t)config->max_header_bytes);
+    *out = s;
+    return CMN_OK;
+}
+
+enum cmn_status gw_server_listen(struct gw_server *s, int port, struct cmn_err *err)
+{
+    struct sockaddr_in sin;
+    memset(&sin, 0, sizeof(sin));
+    sin.sin_family = AF_INET;
+    sin.sin_port = htons((uint16_t)port);
+    sin.sin_addr.s_addr = htonl(INADDR_ANY);
+    s->listener = evconnlistener_new_bind(s->config.base, accept_cb, s,
+                                          LEV_OPT_CLOSE_ON_FREE | LEV_OPT_REUSEABLE, 1024,
+                                          (struct sockaddr *)&sin, sizeof(sin));
+    if (s->listener == NULL)
+        return cmn_err_set(err, CMN_ERR_IO, 0, "cannot listen on port %d", port);
+    (void)cmn_listener_guard_lev(s->config.base, s->listener);
+    return CMN_OK;
+}
+
+void gw_server_stop_accepting(struct gw_server *s)
+{
+    if (s->listener != NULL) {
+        cmn_listener_unguard(s->listener);
+        evconnlistener_free(s->listener);
+        s->listener = NULL;
+    }
+    /* Idle keep-alive connections have nothing to finish. */
+    struct gw_conn *c = s->conns;
+    while (c != NULL) {
+        struct gw_conn *next = c->next;
+        if (c->state == CS_READING && !c->in_message)
+            conn_free(c);
+        c = next;
+    }
+}
+
+size_t gw_server_connections(const struct gw_server *s)
+{
+    return s->conn_count;
+}
+
+void gw_server_free(struct gw_server *s)
+{
+    if (s == NULL)
+        return;
+    if (s->listener != NULL) {
+        cmn_listener_unguard(s->listener);
+        evconnlistener_free(s->listener);
+    }
+    while (s->conns != NULL)
+        conn_free(s->conns);
+    free(s);
+}
