@@ -854,7 +854,13 @@ enum cmn_status cmn_nats_open(const struct cmn_nats_config *config, struct cmn_n
     n->cfg.durable = n->durable;
 
     int64_t ping = config->ping_interval_ms > 0 ? config->ping_interval_ms : 2000;
-    natsStatus s = natsOptions_Create(&n->opts);
+    /* No lock spinning: nats.c spins up to 2000 times on a contended mutex by
+     * default, which on a few shared cores burns the time slice the lock
+     * holder needs (20k instructions per async call on the gateway). Only the
+     * first open of the library sets this. */
+    natsStatus s = nats_Open(0);
+    if (s == NATS_OK)
+        s = natsOptions_Create(&n->opts);
     if (s == NATS_OK)
         s = natsOptions_SetServers(n->opts, servers, count);
     if (s == NATS_OK)
