@@ -304,6 +304,14 @@ static void busy_read_cb(struct bufferevent *bev, void *arg)
     (void)feed(c);
 }
 
+/* The request is out: no write event until the next short write. */
+static void busy_write_cb(struct bufferevent *bev, void *arg)
+{
+    (void)arg;
+    if (evbuffer_get_length(bufferevent_get_output(bev)) == 0)
+        bufferevent_disable(bev, EV_WRITE);
+}
+
 static void busy_event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
@@ -404,10 +412,20 @@ int gw_upconn_request(struct gw_upconn *c, const char *head, size_t head_len, st
     c->reason = 0;
     c->reused = c->served_one;
     c->state = C_BUSY;
-    bufferevent_setcb(c->bev, busy_read_cb, NULL, busy_event_cb, c);
-    if (bufferevent_enable(c->bev, EV_READ | EV_WRITE) != 0) {
+    bufferevent_setcb(c->bev, busy_read_cb, busy_write_cb, busy_event_cb, c);
+    /* A kept-alive connection writes the request at once (one send(), no
+     * write event); a new one lets the bufferevent write it once connected. */
+    if (bufferevent_enable(c->bev, fresh ? EV_READ | EV_WRITE : EV_READ) != 0) {
         close_bev(c);
         return -1;
+    }
+    if (!fresh) {
+        struct evbuffer *o = bufferevent_get_output(c->bev);
+        evutil_socket_t fd = bufferevent_getfd(c->bev);
+        while (evbuffer_get_length(o) > 0 && evbuffer_write(o, fd) > 0) {
+        }
+        if (evbuffer_get_length(o) > 0)
+            bufferevent_enable(c->bev, EV_WRITE);
     }
     if (fresh) {
         c->connected = false;
