@@ -77,10 +77,14 @@ static bool send_now(struct bufferevent *bev)
 {
     struct evbuffer *out = bufferevent_get_output(bev);
     evutil_socket_t fd = bufferevent_getfd(bev);
+    /* A bufferevent keeps the front of its output frozen outside its own
+     * write callback. */
+    evbuffer_unfreeze(out, 1);
     while (evbuffer_get_length(out) > 0) {
         if (evbuffer_write(out, fd) <= 0)
             break; /* EAGAIN, or an error the read side reports */
     }
+    evbuffer_freeze(out, 1);
     if (evbuffer_get_length(out) == 0)
         return true;
     bufferevent_enable(bev, EV_WRITE);
@@ -620,7 +624,10 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     event_assign(&c->written_ev, s->config.base, -1, 0, written_ev_cb, c);
     bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
     bufferevent_set_timeouts(c->bev, &s->idle_tv, &s->idle_tv);
-    bufferevent_enable(c->bev, EV_READ); /* EV_WRITE only when a write is short */
+    /* EV_WRITE (on by default in a new bufferevent) only when a write is
+     * short: otherwise every reply adds and removes the write event. */
+    bufferevent_disable(c->bev, EV_WRITE);
+    bufferevent_enable(c->bev, EV_READ);
 }
 
 enum cmn_status gw_server_new(const struct gw_server_config *config, struct gw_server **out,

@@ -415,6 +415,8 @@ int gw_upconn_request(struct gw_upconn *c, const char *head, size_t head_len, st
     bufferevent_setcb(c->bev, busy_read_cb, busy_write_cb, busy_event_cb, c);
     /* A kept-alive connection writes the request at once (one send(), no
      * write event); a new one lets the bufferevent write it once connected. */
+    if (!fresh)
+        bufferevent_disable(c->bev, EV_WRITE); /* on by default in a bufferevent */
     if (bufferevent_enable(c->bev, fresh ? EV_READ | EV_WRITE : EV_READ) != 0) {
         close_bev(c);
         return -1;
@@ -422,8 +424,10 @@ int gw_upconn_request(struct gw_upconn *c, const char *head, size_t head_len, st
     if (!fresh) {
         struct evbuffer *o = bufferevent_get_output(c->bev);
         evutil_socket_t fd = bufferevent_getfd(c->bev);
+        evbuffer_unfreeze(o, 1); /* frozen outside the bufferevent's own callbacks */
         while (evbuffer_get_length(o) > 0 && evbuffer_write(o, fd) > 0) {
         }
+        evbuffer_freeze(o, 1);
         if (evbuffer_get_length(o) > 0)
             bufferevent_enable(c->bev, EV_WRITE);
     }
