@@ -703,19 +703,40 @@ static void call_send(struct px_call *call)
     head_add(&b, " HTTP/1.1\r\nHost: ", 17);
     head_str(&b, up->host_header);
     head_add(&b, "\r\n", 2);
-    struct evkeyvalq *in = &r->in_headers;
-    const char *connection = evhttp_find_header(in, "Connection");
-    for (struct evkeyval *h = in->tqh_first; h != NULL; h = h->next.tqe_next) {
+    /* One pass for the headers the forwarding rules read, one to copy. */
+    struct cmn_forwarded fwd = {.call_id = r->call_id, .start = r->start, .client_ip = r->peer};
+    const char *connection = NULL;
+    for (struct evkeyval *h = r->in_headers.tqh_first; h != NULL; h = h->next.tqe_next) {
+        const char *k = h->key;
+        switch (strlen(k)) {
+        case 4:
+            if (fwd.host == NULL && strcasecmp(k, "Host") == 0)
+                fwd.host = h->value;
+            break;
+        case 10:
+            if (connection == NULL && strcasecmp(k, "Connection") == 0)
+                connection = h->value;
+            break;
+        case 12:
+            if (fwd.client_start == NULL && strcasecmp(k, "X-Start-Time") == 0)
+                fwd.client_start = h->value;
+            break;
+        case 15:
+            if (fwd.client_xff == NULL && strcasecmp(k, "X-Forwarded-For") == 0)
+                fwd.client_xff = h->value;
+            break;
+        case 16:
+            if (fwd.client_xfh == NULL && strcasecmp(k, "X-Forwarded-Host") == 0)
+                fwd.client_xfh = h->value;
+            break;
+        default:
+            break;
+        }
+    }
+    for (struct evkeyval *h = r->in_headers.tqh_first; h != NULL; h = h->next.tqe_next) {
         if (cmn_header_forwardable(CMN_HOP_TO_FUNCTION, h->key, connection))
             (void)head_header(&b, h->key, h->value);
     }
-    struct cmn_forwarded fwd = {.call_id = r->call_id,
-                                .start = r->start,
-                                .client_start = evhttp_find_header(in, "X-Start-Time"),
-                                .client_ip = r->peer,
-                                .client_xff = evhttp_find_header(in, "X-Forwarded-For"),
-                                .host = evhttp_find_header(in, "Host"),
-                                .client_xfh = evhttp_find_header(in, "X-Forwarded-Host")};
     (void)cmn_header_add_forwarded(&fwd, head_header, &b);
     struct evbuffer *body = r->in_body;
     size_t body_len = evbuffer_get_length(body);
@@ -760,8 +781,20 @@ static bool build_uri(struct px_call *call, const char *prefix, const char *sub,
             return false;
         }
     }
-    snprintf(call->uri, need, "%s%s%s%s", prefix, sub, query != NULL ? "?" : "",
-             query != NULL ? query : "");
+    char *p = call->uri;
+    size_t n = strlen(prefix);
+    memcpy(p, prefix, n);
+    p += n;
+    n = strlen(sub);
+    memcpy(p, sub, n);
+    p += n;
+    if (query != NULL) {
+        *p++ = '?';
+        n = strlen(query);
+        memcpy(p, query, n);
+        p += n;
+    }
+    *p = '\0';
     return true;
 }
 

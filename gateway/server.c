@@ -512,9 +512,9 @@ static void dispatch(struct gw_conn *c)
     r->t0_ns = gw_mono_ns();
     if (gw_request_draining() || !c->keep_alive)
         c->close_after = true;
-    /* No read deadline while the route works (upstream_timeout applies);
-     * reading goes on so a hang-up is seen. */
-    bufferevent_set_timeouts(c->bev, NULL, &c->srv->idle_tv);
+    /* Reading goes on so a hang-up is seen; the idle timeout stays armed
+     * (set once per connection) and only re-enables reading while the route
+     * works (event_cb), upstream_timeout bounds the call. */
     c->srv->config.on_request(r, c->srv->config.arg);
 }
 
@@ -574,7 +574,6 @@ static void after_reply(struct gw_conn *c)
     c->fail_code = 0;
     http_parser_pause(&c->parser, 0);
     bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
-    bufferevent_set_timeouts(c->bev, &c->srv->idle_tv, &c->srv->idle_tv);
     bufferevent_enable(c->bev, EV_READ);
     conn_feed(c);
 }
