@@ -1,7 +1,17 @@
-/* The consumer side: the pull subscription used by the fetch thread, the
- * accessors of fetched messages, and the lease operations, which are handed
- * to a request tracker (its thread sends them; acks and terms carry a reply
- * subject and are followed until the server confirms them). */
+/* The consumer side: the pull requests of the fetch thread, the accessors of
+ * fetched messages, and the lease operations, which are handed to a request
+ * tracker (its thread sends them; acks and terms carry a reply subject and
+ * are followed until the server confirms them).
+ *
+ * Pulls are made here, not with nats.c's js_PullSubscribe/FetchRequest:
+ * 3.4.1's fetch writes past the array it allocated when messages of an
+ * earlier pull are already queued for the subscription (it lowers the
+ * request's batch by the number taken and then loops on the lowered value),
+ * which corrupted the worker's heap under load. Here a plain subscription on
+ * an inbox wildcard receives every pull's messages; each fetch first takes
+ * what is already queued, then sends one $JS.API.CONSUMER.MSG.NEXT request
+ * for the rest and reads until the batch is full or the server ends that
+ * pull (404/408/409 status on its own reply subject). */
 #include "cmn/jsconsumer.h"
 
 #include <errno.h>
@@ -15,13 +25,14 @@
 #include "nats_priv.h"
 
 #define MAX_UNCONFIRMED 65536
-#define FAST_TIMEOUT_PAUSE_MS 50
 
 struct cmn_jscons {
     struct cmn_nats *nats;
     char *stream, *durable;
-    jsCtx *js;
-    natsSubscription *sub; /* fetch thread only */
+    natsSubscription *sub; /* fetch thread only: <inbox>.* */
+    char inbox[128];       /* fetch thread only */
+    char next_subject[512];
+    uint64_t pull_id;
     struct tracker *tracker;
     void (*wake)(void *closure);
     void *closure;
@@ -77,12 +88,10 @@ enum cmn_status cmn_jscons_new(struct cmn_nats *nats, const struct cmn_jscons_co
         st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
         goto out;
     }
-    jsOptions jo;
-    jsOptions_Init(&jo);
-    jo.Wait = 5000;
-    natsStatus s = natsConnection_JetStream(&c->js, cmn_nats_conn(nats), &jo);
-    if (s != NATS_OK) {
-        st = cmn_nats_err(err, s, "JetStream context");
+    int n = snprintf(c->next_subject, sizeof(c->next_subject), "$JS.API.CONSUMER.MSG.NEXT.%s.%s",
+                     c->stream, c->durable);
+    if (n < 0 || (size_t)n >= sizeof(c->next_subject)) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "stream or consumer name too long");
         goto out;
     }
     struct tracker_config tc = {
@@ -120,10 +129,63 @@ void cmn_jscons_free(struct cmn_jscons *c)
     }
     tracker_free(c->tracker);
     natsSubscription_Destroy(c->sub);
-    jsCtx_Destroy(c->js);
     free(c->stream);
     free(c->durable);
     free(c);
+}
+
+/* Fetch thread: the inbox subscription every pull answers on. */
+static enum cmn_status subscribe(struct cmn_jscons *c, struct cmn_err *err)
+{
+    natsInbox *inbox = NULL;
+    natsStatus s = natsInbox_Create(&inbox);
+    if (s != NATS_OK)
+        return cmn_nats_err(err, s, "inbox");
+    snprintf(c->inbox, sizeof(c->inbox), "%s", (const char *)inbox);
+    natsInbox_Destroy(inbox);
+    char subject[sizeof(c->inbox) + 2];
+    snprintf(subject, sizeof(subject), "%s.*", c->inbox);
+    s = natsConnection_SubscribeSync(&c->sub, cmn_nats_conn(c->nats), subject);
+    if (s == NATS_OK)
+        s = natsSubscription_SetPendingLimits(c->sub, -1, -1);
+    if (s != NATS_OK) {
+        natsSubscription_Destroy(c->sub);
+        c->sub = NULL;
+        return cmn_nats_err(err, s, "pull subscription");
+    }
+    return CMN_OK;
+}
+
+/* One message from the inbox. A status message (no body, a Status header)
+ * is dropped; on the current pull's `reply` subject, 404/408/409 end the
+ * pull (*ended) and 503 "no responders" means the consumer does not exist
+ * (CMN_ERR_NOT_FOUND). Heartbeats and statuses of older pulls are ignored.
+ * Anything else is a call: wrapped into msgs[(*n)++]. Takes `m`. */
+static enum cmn_status take(struct cmn_jscons *c, natsMsg *m, const char *reply, uint64_t epoch,
+                            struct cmn_js_msg **msgs, int *n, bool *ended)
+{
+    (void)c;
+    const char *status = NULL;
+    if (natsMsg_GetDataLength(m) == 0 && natsMsgHeader_Get(m, "Status", &status) == NATS_OK &&
+        status != NULL) {
+        bool ours = reply != NULL && strcmp(natsMsg_GetSubject(m), reply) == 0;
+        enum cmn_status st = CMN_OK;
+        if (ours && natsMsg_IsNoResponders(m))
+            st = CMN_ERR_NOT_FOUND;
+        else if (ours && status[0] == '4')
+            *ended = true;
+        natsMsg_Destroy(m);
+        return st;
+    }
+    struct cmn_js_msg *w = malloc(sizeof(*w));
+    if (w == NULL) {
+        natsMsg_Destroy(m); /* not taken: redelivered after ack_wait */
+        return CMN_OK;
+    }
+    w->m = m;
+    w->epoch = epoch;
+    msgs[(*n)++] = w;
+    return CMN_OK;
 }
 
 enum cmn_status cmn_jscons_fetch(struct cmn_jscons *c, int batch, int64_t wait_ms,
@@ -138,73 +200,75 @@ enum cmn_status cmn_jscons_fetch(struct cmn_jscons *c, int batch, int64_t wait_m
         if (!cmn_nats_ready(c->nats))
             return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "NATS is not ready");
     }
-    natsStatus s;
     if (c->sub == NULL) {
-        jsSubOptions so;
-        jsSubOptions_Init(&so);
-        so.Stream = c->stream;
-        so.Consumer = c->durable;
-        jsErrCode jerr = 0;
-        s = js_PullSubscribe(&c->sub, c->js, c->stream, c->durable, NULL, &so, &jerr);
-        if (s != NATS_OK) {
-            c->sub = NULL;
-            enum cmn_status st = cmn_nats_err(err, s, "pull subscribe");
-            if (s == NATS_NOT_FOUND || jerr == JSConsumerNotFoundErr ||
-                jerr == JSStreamNotFoundErr) {
-                cmn_nats_kick(c->nats, "consumer not found (pull subscribe)");
-                st = CMN_ERR_NOT_FOUND;
-            }
-            sleep_ms(wait_ms - (cmn_nats_now_ms() - started) > 200
-                         ? 200
-                         : wait_ms - (cmn_nats_now_ms() - started));
+        enum cmn_status st = subscribe(c, err);
+        if (st != CMN_OK) {
+            int64_t left = wait_ms - (cmn_nats_now_ms() - started);
+            sleep_ms(left > 200 ? 200 : left);
             return st;
         }
     }
-    natsMsgList list = {0};
-    jsFetchRequest req;
-    jsFetchRequest_Init(&req);
-    req.Batch = batch;
-    req.Expires = wait_ms * 1000000;
-    s = natsSubscription_FetchRequest(&list, c->sub, &req);
-    if (s == NATS_TIMEOUT || (s == NATS_OK && list.Count == 0)) {
-        natsMsgList_Destroy(&list);
-        /* nats.c 3.4.1 can return at once on the stale timeout of the previous
-         * pull while this pull still waits at the server: an idle worker must
-         * not spin (DESIGN §9), but a message for that pull must not wait out
-         * the whole `wait_ms` either, so pause briefly and ask again. */
-        int64_t left = wait_ms - (cmn_nats_now_ms() - started);
-        sleep_ms(left > FAST_TIMEOUT_PAUSE_MS ? FAST_TIMEOUT_PAUSE_MS : left);
-        return CMN_OK;
+    int n = 0;
+    uint64_t epoch = cmn_nats_epoch(c->nats);
+    bool ended = false;
+    enum cmn_status st = CMN_OK;
+
+    /* 1. Messages of earlier pulls that arrived after their fetch returned. */
+    int queued = 0;
+    if (natsSubscription_GetPending(c->sub, &queued, NULL) == NATS_OK) {
+        for (int i = 0; i < queued && n < batch && st == CMN_OK; i++) {
+            natsMsg *m = NULL;
+            if (natsSubscription_NextMsg(&m, c->sub, 1) != NATS_OK)
+                break;
+            st = take(c, m, NULL, epoch, msgs, &n, &ended);
+        }
     }
-    if (s != NATS_OK) {
-        natsMsgList_Destroy(&list);
-        /* consumer gone or connection trouble: rebuild the subscription
-         * after the keeper has reconciled */
+    /* 2. One pull for the rest, read until it is full or the server ends it. */
+    if (n < batch && st == CMN_OK) {
+        char reply[160], body[96];
+        snprintf(reply, sizeof(reply), "%s.%" PRIu64, c->inbox, ++c->pull_id);
+        int len = snprintf(body, sizeof(body), "{\"batch\":%d,\"expires\":%" PRId64 "}", batch - n,
+                           wait_ms * 1000000);
+        natsStatus s = natsConnection_PublishRequest(cmn_nats_conn(c->nats), c->next_subject, reply,
+                                                     body, len);
+        if (s != NATS_OK) {
+            st = cmn_nats_err(err, s, "pull request");
+        } else {
+            /* The server answers 408 at `expires`; a little longer here so
+             * that answer, not our own clock, ends an idle pull. */
+            int64_t deadline = started + wait_ms + 200;
+            ended = false;
+            while (n < batch && !ended && st == CMN_OK) {
+                int64_t left = deadline - cmn_nats_now_ms();
+                if (left <= 0)
+                    break;
+                natsMsg *m = NULL;
+                s = natsSubscription_NextMsg(&m, c->sub, left);
+                if (s == NATS_TIMEOUT)
+                    break;
+                if (s != NATS_OK) {
+                    st = cmn_nats_err(err, s, "fetch");
+                    break;
+                }
+                st = take(c, m, reply, epoch, msgs, &n, &ended);
+            }
+        }
+    }
+    *count = n;
+    if (st == CMN_ERR_NOT_FOUND) {
+        cmn_nats_kick(c->nats, "consumer not found (pull)");
+        if (err != NULL)
+            cmn_err_set(err, CMN_ERR_NOT_FOUND, 0, "consumer not found (no responders)");
+    }
+    if (st != CMN_OK && n == 0) {
+        /* connection trouble or no consumer: a new subscription after the
+         * keeper has reconciled */
         natsSubscription_Destroy(c->sub);
         c->sub = NULL;
-        enum cmn_status st = cmn_nats_err(err, s, "fetch");
-        if (s == NATS_NOT_FOUND || s == NATS_NO_RESPONDERS) {
-            cmn_nats_kick(c->nats, "consumer not found (fetch)");
-            st = CMN_ERR_NOT_FOUND;
-        }
         int64_t left = wait_ms - (cmn_nats_now_ms() - started);
         sleep_ms(left > 200 ? 200 : left);
         return st;
     }
-    int n = 0;
-    uint64_t epoch = cmn_nats_epoch(c->nats);
-    for (int i = 0; i < list.Count; i++) {
-        struct cmn_js_msg *w = n < batch ? malloc(sizeof(*w)) : NULL;
-        if (w != NULL) {
-            /* not taken on allocation failure: redelivered after ack_wait */
-            w->m = list.Msgs[i];
-            w->epoch = epoch;
-            msgs[n++] = w;
-            list.Msgs[i] = NULL;
-        }
-    }
-    natsMsgList_Destroy(&list);
-    *count = n;
     return CMN_OK;
 }
 
@@ -336,18 +400,52 @@ const void *cmn_js_msg_body(const struct cmn_js_msg *msg, size_t *len)
     return natsMsg_GetData(cmn_js_msg_raw(msg));
 }
 
+/* The delivery facts JetStream puts in a message's ack subject:
+ * $JS.ACK.<stream>.<consumer>.<delivered>.<stream seq>.<consumer seq>.<ns>.<pending>
+ * or, with a domain and account, $JS.ACK.<domain>.<account>.<stream>.... (12+
+ * tokens). Read here because the pull is not a nats.c JetStream subscription. */
 void cmn_js_msg_info(const struct cmn_js_msg *msg, struct cmn_js_msg_info *out)
 {
     out->delivered = 1;
     out->seq = 0;
     out->stored_ns = 0;
-    jsMsgMetaData *meta = NULL;
-    if (natsMsg_GetMetaData(&meta, cmn_js_msg_raw(msg)) != NATS_OK)
+    const char *reply = natsMsg_GetReply(cmn_js_msg_raw(msg));
+    if (reply == NULL || strncmp(reply, "$JS.ACK.", 8) != 0)
         return;
-    out->delivered = meta->NumDelivered ? meta->NumDelivered : 1;
-    out->seq = meta->Sequence.Stream;
-    out->stored_ns = meta->Timestamp;
-    jsMsgMetaData_Destroy(meta);
+    const char *tok[16];
+    size_t len[16];
+    int count = 0;
+    const char *p = reply;
+    while (count < 16) {
+        const char *dot = strchr(p, '.');
+        tok[count] = p;
+        len[count] = dot != NULL ? (size_t)(dot - p) : strlen(p);
+        count++;
+        if (dot == NULL)
+            break;
+        p = dot + 1;
+    }
+    int base = count == 9 ? 4 : count >= 12 ? 6 : -1; /* index of <delivered> */
+    if (base < 0)
+        return;
+    uint64_t v[3];
+    for (int i = 0; i < 3; i++) {
+        int at = i == 2 ? base + 3 : base + i; /* delivered, stream seq, timestamp */
+        char num[24];
+        if (len[at] == 0 || len[at] >= sizeof(num))
+            return;
+        memcpy(num, tok[at], len[at]);
+        num[len[at]] = '\0';
+        char *end = NULL;
+        errno = 0;
+        unsigned long long x = strtoull(num, &end, 10);
+        if (errno != 0 || end == NULL || *end != '\0')
+            return;
+        v[i] = (uint64_t)x;
+    }
+    out->delivered = v[0] != 0 ? v[0] : 1;
+    out->seq = v[1];
+    out->stored_ns = (int64_t)v[2];
 }
 
 uint64_t cmn_js_msg_seq(const struct cmn_js_msg *msg)

@@ -1,7 +1,42 @@
-/* Unit tests for the pure parts of cmn/nats.h: the server list split. */
+/* Unit tests for the pure parts of the NATS layer: the server list split,
+ * event names, and the delivery facts read from a JetStream ack subject. */
 #include "check.h"
 
+#include <nats/nats.h>
+
+#include "cmn/jsconsumer.h"
 #include "cmn/nats.h"
+#include "nats_priv.h" /* struct cmn_js_msg */
+
+static void info_of(const char *reply, struct cmn_js_msg_info *out)
+{
+    natsMsg *m = NULL;
+    CHECK(natsMsg_Create(&m, "inbox.1", reply, "x", 1) == NATS_OK);
+    struct cmn_js_msg msg = {.m = m, .epoch = 0};
+    cmn_js_msg_info(&msg, out);
+    natsMsg_Destroy(m);
+}
+
+static void test_ack_subject_info(void)
+{
+    struct cmn_js_msg_info i;
+    info_of("$JS.ACK.faas-request.faas-workers.3.1042.977.1764641234000000000.12", &i);
+    CHECK(i.delivered == 3);
+    CHECK(i.seq == 1042);
+    CHECK(i.stored_ns == 1764641234000000000LL);
+    /* with a domain and an account hash (and a trailing random token) */
+    info_of("$JS.ACK.hub.ACCHASH.faas-request.faas-workers.1.7.7.1764641234000000001.0.ab12", &i);
+    CHECK(i.delivered == 1);
+    CHECK(i.seq == 7);
+    CHECK(i.stored_ns == 1764641234000000001LL);
+    /* anything else: the documented defaults */
+    info_of("_INBOX.abc", &i);
+    CHECK(i.delivered == 1 && i.seq == 0 && i.stored_ns == 0);
+    info_of("$JS.ACK.s.c.x.1.1.1.1", &i);
+    CHECK(i.delivered == 1 && i.seq == 0);
+    info_of("$JS.ACK.s.c.1.2", &i);
+    CHECK(i.delivered == 1 && i.seq == 0);
+}
 
 static void test_split(void)
 {
@@ -39,5 +74,8 @@ int main(void)
 {
     test_split();
     test_event_names();
+    CHECK(nats_Open(-1) == NATS_OK); /* natsMsg needs the library */
+    test_ack_subject_info();
+    nats_Close();
     return check_report("nats");
 }

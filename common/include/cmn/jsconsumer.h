@@ -43,9 +43,12 @@ enum cmn_status cmn_jscons_new(struct cmn_nats *nats, const struct cmn_jscons_co
  * first (up to 0.5 s). NULL allowed. */
 void cmn_jscons_free(struct cmn_jscons *cons);
 
-/* Fetches up to `batch` messages, waiting at most `wait_ms` for the first.
- * Writes new handles to `msgs` and their number to `*count` (0 on timeout,
- * CMN_OK). Each message is leased from the moment the server sent it.
+/* Fetches up to `batch` messages: first those of earlier pulls that arrived
+ * late, then one pull request (expiring after `wait_ms`) for the rest; it
+ * returns when `batch` messages came or the pull ended. Writes new handles to
+ * `msgs` and their number to `*count` (0 on timeout, CMN_OK). Each message is
+ * leased from the moment the server sent it. (Our own pull: nats.c 3.4.1's
+ * fetch overflows its array when late messages are queued.)
  * Errors: CMN_ERR_UNAVAILABLE (not ready: slept up to `wait_ms`),
  * CMN_ERR_NOT_FOUND (consumer or stream missing: reconciliation was asked
  * for), CMN_ERR_NATS. Blocks up to `wait_ms`; fetch thread only. */
