@@ -460,8 +460,12 @@ static void call_detach_upstream(struct px_call *call)
 
 /* Replies `code` with a short text body (gateway-made answers: `why` adds a
  * reason, NULL for none) and frees the call. */
+static void clear_partial_reply(struct px_call *call);
+
 static void call_finish_why(struct px_call *call, int code, const char *why)
 {
+    /* A gateway-made answer carries nothing of a response that started. */
+    clear_partial_reply(call);
     char text[CMN_NAME_MAX * 2 + 160];
     switch (code) {
     case 404:

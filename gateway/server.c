@@ -33,6 +33,7 @@
  * (and a hang-up is then only seen when the reply is written). */
 #define PENDING_INPUT_MAX (1024 * 1024)
 #define URI_MAX (64 * 1024)
+#define MAX_HEADERS 512
 
 enum conn_state { CS_READING, CS_HANDLING, CS_WRITING };
 
@@ -47,7 +48,9 @@ struct gw_conn {
     bool keep_alive;  /* the client allows another request on this connection */
     bool close_after; /* close once the reply is written */
     bool in_message;  /* some bytes of a request were parsed */
-    int fail_code;    /* a refusal decided inside a parser callback */
+    bool head_done;   /* headers complete: later fields are trailers, ignored */
+    size_t header_count;
+    int fail_code; /* a refusal decided inside a parser callback */
     /* the header being parsed: "name\0value" */
     char *hbuf;
     size_t hlen, hcap, name_len;
@@ -130,6 +133,9 @@ static int commit_header(struct gw_conn *c)
     const char *v = c->hbuf + c->name_len;
     while (vlen > 0 && (v[vlen - 1] == ' ' || v[vlen - 1] == '\t'))
         vlen--;
+    /* Many tiny headers would cost far more memory than their bytes. */
+    if (++c->header_count > MAX_HEADERS)
+        return refuse(c, 431);
     if (gw_hdr_add(&c->r->in_headers, c->hbuf, c->name_len, v, vlen) != 0)
         return refuse(c, 503);
     c->hlen = 0;
@@ -150,6 +156,8 @@ static int on_message_begin(http_parser *p)
     c->uri_len = 0;
     c->hlen = c->name_len = 0;
     c->last = P_NONE;
+    c->head_done = false;
+    c->header_count = 0;
     return 0;
 }
 
@@ -178,6 +186,8 @@ static int on_url(http_parser *p, const char *at, size_t len)
 static int on_header_field(http_parser *p, const char *at, size_t len)
 {
     struct gw_conn *c = of(p);
+    if (c->head_done)
+        return 0; /* a trailer of a chunked body: never a request header */
     if (c->last == P_VALUE && commit_header(c) != 0)
         return -1;
     c->last = P_FIELD;
@@ -187,6 +197,8 @@ static int on_header_field(http_parser *p, const char *at, size_t len)
 static int on_header_value(http_parser *p, const char *at, size_t len)
 {
     struct gw_conn *c = of(p);
+    if (c->head_done)
+        return 0;
     if (c->last == P_FIELD) {
         c->name_len = c->hlen;
         c->last = P_VALUE;
@@ -227,6 +239,7 @@ static int on_headers_complete(http_parser *p)
     if (c->last == P_VALUE && commit_header(c) != 0)
         return -1;
     c->last = P_NONE;
+    c->head_done = true;
     if (c->uri_len == 0)
         return refuse(c, 400);
     r->method = method_of(p->method);
@@ -352,21 +365,25 @@ static void write_response(struct gw_conn *c, int code, const char *reason,
     out_add(&b, " ", 1);
     out_str(&b, reason != NULL ? reason : gw_reason(code));
     out_add(&b, "\r\n", 2);
-    bool has_length = false;
+    bool has_length = false, has_date = false;
     if (headers != NULL) {
         for (struct evkeyval *h = headers->tqh_first; h != NULL; h = h->next.tqe_next) {
             if (strcasecmp(h->key, "Content-Length") == 0) {
                 if (!is_head)
                     continue; /* recomputed from the body */
                 has_length = true;
+            } else if (strcasecmp(h->key, "Date") == 0) {
+                has_date = true; /* the function's own */
             }
             out_header(&b, h->key, h->value);
         }
     }
-    out_header(&b, "Date", http_date());
+    if (!has_date)
+        out_header(&b, "Date", http_date());
     bool bodyless = code < 200 || code == 204 || code == 304;
     size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
-    if (!bodyless && !has_length) {
+    /* HEAD: only a length someone knows (the function's, for a GET). */
+    if (!bodyless && !has_length && !is_head) {
         gw_fmt_i64(num, (int64_t)body_len);
         out_header(&b, "Content-Length", num);
     }
@@ -485,7 +502,9 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
             refuse_now(c, 408);
             return;
         }
-        if (c->state != CS_HANDLING) {
+        /* Reading idles while a request is handled or its reply written:
+         * only a stalled write, or an idle connection, ends it. */
+        if (c->state == CS_READING || (what & BEV_EVENT_WRITING) != 0) {
             conn_free(c);
             return;
         }

@@ -191,7 +191,9 @@ static int on_headers_complete(http_parser *p)
     if (list != small)
         free(list);
     /* 1: no body follows (the answer to a HEAD request). */
-    return c->is_head ? 1 : 0;
+    /* The answer to a HEAD request, a 204 and a 304 have no body, whatever
+     * Content-Length says (RFC 9110 §6.4.1). */
+    return c->is_head || status == 204 || status == 304 ? 1 : 0;
 }
 
 static int on_body(http_parser *p, const char *at, size_t len)
@@ -283,7 +285,8 @@ static bool feed(struct gw_upconn *c)
     if (c->complete) {
         /* Reusable only when the function keeps it alive and sent nothing
          * beyond this response. */
-        bool keep = http_should_keep_alive(&c->parser) && evbuffer_get_length(in) == 0;
+        bool keep = http_should_keep_alive(&c->parser) && evbuffer_get_length(in) == 0 &&
+                    evbuffer_get_length(bufferevent_get_output(c->bev)) == 0;
         finish(c, GW_UP_OK, keep);
         return true;
     }
@@ -435,8 +438,7 @@ int gw_upconn_request(struct gw_upconn *c, const char *head, size_t head_len, st
         c->connected = false;
         if (bufferevent_socket_connect(c->bev, (struct sockaddr *)&c->addr, (int)c->addr_len) !=
             0) {
-            /* Refused at once (e.g. no route): reported through the loop so
-             * the owner never sees a callback from inside this call. */
+            /* Refused at once (e.g. no route): -1, no callback. */
             close_bev(c);
             c->state = C_IDLE;
             c->served_one = false;

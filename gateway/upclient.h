@@ -9,7 +9,8 @@
  * past those caps.
  *
  * Thread: the event-loop thread that owns `base`; nothing here blocks. The
- * callbacks run on that thread, never from inside gw_upconn_request. */
+ * callbacks run on that thread, never from inside gw_upconn_request (which
+ * returns -1 instead when it cannot send). */
 #ifndef GW_UPCLIENT_H
 #define GW_UPCLIENT_H
 

@@ -187,6 +187,13 @@ def test_too_many_request_headers_is_a_client_error_not_503(stack):
     seq0 = stack.stream_last_seq()
     headers = {"X-Pad-%04d" % i: "v" * 20 for i in range(3000)}  # ~90 KB of headers
     r = stack.async_call("echo", body=b"x", headers=headers)
+    # 431 from the server's header-count cap (512), before any route
+    assert r.status_code == 431, (r.status_code, r.text)
+    assert "header" in r.text
+    assert stack.stream_last_seq() == seq0
+    # under the count cap but over what a queued call can carry (64 KiB): 400 naming it
+    headers = {"X-Pad-%03d" % i: "v" * 200 for i in range(400)}
+    r = stack.async_call("echo", body=b"x", headers=headers)
     assert r.status_code == 400, (r.status_code, r.text)
     assert "headers" in r.text
     assert stack.stream_last_seq() == seq0

@@ -311,3 +311,68 @@ def test_https_function_url_is_refused_at_load_time(stack, tmp_path):
     rc = g.wait_exit(10)
     assert rc == 2, rc
     assert "https:// is not supported" in g.all_logs()
+
+
+# ---- found by review ------------------------------------------------------------------------
+
+def test_304_with_a_content_length_is_relayed_at_once(stack):
+    def not_modified(up, conn, n, head, body):
+        conn.sendall(b"HTTP/1.1 304 Not Modified\r\nContent-Length: 1234\r\nETag: \"v1\"\r\n\r\n")
+        return True
+    start_with(stack, [RawUpstream("cached", not_modified)], gateway_env={"upstream_timeout": "20s"})
+    t0 = time.monotonic()
+    r = stack.sync_call("cached", method="GET", timeout=15)
+    assert r.status_code == 304, r.status_code
+    assert time.monotonic() - t0 < 2.0
+    assert r.headers.get("ETag") == '"v1"'
+
+
+def test_chunked_trailers_never_become_request_headers(stack):
+    seen = {}
+
+    def heads(up, conn, n, head, body):
+        seen[n] = head.decode("latin-1").lower()
+        ok_response(conn, b"ok")
+        return True
+    start_with(stack, [RawUpstream("trail", heads)])
+    s = socket.create_connection(("127.0.0.1", stack.gateway.port), timeout=10)
+    s.sendall(b"POST /function/trail HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
+              b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer-Secret: 1\r\n"
+              b"X-Call-Id: forged-by-trailer\r\n\r\n")
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    assert data.startswith(b"HTTP/1.1 200"), data[:200]
+    assert "x-trailer-secret" not in seen[1]
+    assert "forged-by-trailer" not in seen[1] and b"forged-by-trailer" not in data
+
+
+def test_timeout_after_a_partial_response_carries_nothing_of_it(stack):
+    def stalls(up, conn, n, head, body):
+        conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: 100\r\nSet-Cookie: s=1\r\n\r\npartial")
+        time.sleep(5)
+        return False
+    start_with(stack, [RawUpstream("stall", stalls)], gateway_env={"upstream_timeout": "1s"})
+    r = stack.sync_call("stall", body=b"x", timeout=15)
+    assert r.status_code == 504, r.status_code
+    assert "Set-Cookie" not in r.headers
+    assert b"partial" not in r.content
+
+
+def test_one_date_header_on_proxied_replies(stack):
+    start_with(stack, [])
+    s = socket.create_connection(("127.0.0.1", stack.gateway.port), timeout=10)
+    s.sendall(b"GET /function/env/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    head = data.split(b"\r\n\r\n", 1)[0].lower()
+    assert head.count(b"\r\ndate:") == 1, head
