@@ -35,7 +35,13 @@
 #define URI_MAX (64 * 1024)
 #define MAX_HEADERS 512
 
-enum conn_state { CS_READING, CS_HANDLING, CS_WRITING };
+/* CS_LINGER: a refusal was sent while the client was still sending; the
+ * write side is shut and what still arrives is read and dropped for a moment,
+ * so the client reads the status instead of a reset (as nginx's lingering
+ * close). */
+enum conn_state { CS_READING, CS_HANDLING, CS_WRITING, CS_LINGER };
+
+#define LINGER_MS 2000
 
 struct gw_conn {
     struct gw_server *srv;
@@ -47,6 +53,7 @@ struct gw_conn {
     bool complete;    /* the parser finished a request */
     bool keep_alive;  /* the client allows another request on this connection */
     bool close_after; /* close once the reply is written */
+    bool linger;      /* ...lingering first (a refusal mid-request) */
     bool in_message;  /* some bytes of a request were parsed */
     bool head_done;   /* headers complete: later fields are trailers, ignored */
     size_t header_count;
@@ -446,7 +453,7 @@ static void refuse_now(struct gw_conn *c, int code)
     if (body != NULL)
         evbuffer_add(body, text, strlen(text));
     c->close_after = true;
-    bufferevent_disable(c->bev, EV_READ);
+    c->linger = c->in_message; /* the client may still be sending */
     write_response(c, code, NULL, &h, body, false);
     gw_hdr_clear(&h);
     if (body != NULL)
@@ -488,8 +495,13 @@ static void read_cb(struct bufferevent *bev, void *arg)
         conn_feed(c);
         return;
     }
+    struct evbuffer *in = bufferevent_get_input(bev);
+    if (c->linger) { /* after a refusal: dropped */
+        evbuffer_drain(in, evbuffer_get_length(in));
+        return;
+    }
     /* Handling or writing: keep what arrives (a pipelined request) for later. */
-    if (evbuffer_get_length(bufferevent_get_input(bev)) > PENDING_INPUT_MAX)
+    if (evbuffer_get_length(in) > PENDING_INPUT_MAX)
         bufferevent_disable(bev, EV_READ);
 }
 
@@ -497,6 +509,10 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 {
     (void)bev;
     struct gw_conn *c = arg;
+    if (c->state == CS_LINGER) { /* the client closed, or the moment passed */
+        conn_free(c);
+        return;
+    }
     if ((what & BEV_EVENT_TIMEOUT) != 0) {
         if (c->state == CS_READING && c->in_message) {
             refuse_now(c, 408);
@@ -585,6 +601,14 @@ static void written_ev_cb(evutil_socket_t fd, short what, void *arg)
 /* The reply is written: close, or read the next request. */
 static void after_reply(struct gw_conn *c)
 {
+    if (c->close_after && c->linger && c->state != CS_LINGER) {
+        c->state = CS_LINGER;
+        (void)shutdown(bufferevent_getfd(c->bev), SHUT_WR);
+        struct timeval tv = {LINGER_MS / 1000, (LINGER_MS % 1000) * 1000};
+        bufferevent_set_timeouts(c->bev, &tv, NULL);
+        bufferevent_enable(c->bev, EV_READ);
+        return; /* event_cb frees at EOF, error or the timeout */
+    }
     if (c->close_after) {
         conn_free(c);
         return;
