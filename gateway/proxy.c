@@ -608,76 +608,6 @@ static void up_done_cb(void *arg, enum gw_up_result result)
 
 static const struct gw_up_callbacks up_callbacks = {.head = up_head_cb, .done = up_done_cb};
 
-static const char *method_text(enum evhttp_cmd_type m)
-{
-    switch (m) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_TRACE:
-        return "TRACE";
-    case EVHTTP_REQ_CONNECT:
-        return "CONNECT";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    }
-    return "GET";
-}
-
-/* The request head, built once with memcpy (no printf per header line). */
-struct head_buf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-    char inline_bytes[4096];
-};
-
-static void head_add(struct head_buf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap * 2;
-        while (cap < b->len + n)
-            cap *= 2;
-        char *np = b->p == b->inline_bytes ? malloc(cap) : realloc(b->p, cap);
-        if (np == NULL) {
-            b->failed = true;
-            return;
-        }
-        if (b->p == b->inline_bytes)
-            memcpy(np, b->inline_bytes, b->len);
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-static void head_str(struct head_buf *b, const char *s)
-{
-    head_add(b, s, strlen(s));
-}
-
-static enum cmn_status head_header(void *arg, const char *name, const char *value)
-{
-    struct head_buf *b = arg;
-    head_str(b, name);
-    head_add(b, ": ", 2);
-    head_str(b, value);
-    head_add(b, "\r\n", 2);
-    return b->failed ? CMN_ERR_NOMEM : CMN_OK;
-}
-
 static void call_send(struct px_call *call)
 {
     struct gw_proxy *px = call->px;
@@ -696,17 +626,14 @@ static void call_send(struct px_call *call)
     call->status = 0;
     call->reason[0] = '\0';
 
-    struct head_buf b;
-    b.p = b.inline_bytes;
-    b.len = 0;
-    b.cap = sizeof(b.inline_bytes);
-    b.failed = false;
-    head_str(&b, method_text(call->method));
-    head_add(&b, " ", 1);
-    head_str(&b, call->uri);
-    head_add(&b, " HTTP/1.1\r\nHost: ", 17);
-    head_str(&b, up->host_header);
-    head_add(&b, "\r\n", 2);
+    struct gw_head b;
+    gw_head_init(&b);
+    gw_head_str(&b, cmn_http_method_name((int)call->method));
+    gw_head_add(&b, " ", 1);
+    gw_head_str(&b, call->uri);
+    gw_head_add(&b, " HTTP/1.1\r\nHost: ", 17);
+    gw_head_str(&b, up->host_header);
+    gw_head_add(&b, "\r\n", 2);
     /* One pass for the headers the forwarding rules read, one to copy. */
     struct cmn_forwarded fwd = {.call_id = r->call_id, .start = r->start, .client_ip = r->peer};
     const char *connection = NULL;
@@ -739,18 +666,18 @@ static void call_send(struct px_call *call)
     }
     for (struct evkeyval *h = r->in_headers.tqh_first; h != NULL; h = h->next.tqe_next) {
         if (cmn_header_forwardable(CMN_HOP_TO_FUNCTION, h->key, connection))
-            (void)head_header(&b, h->key, h->value);
+            (void)gw_head_header(&b, h->key, h->value);
     }
-    (void)cmn_header_add_forwarded(&fwd, head_header, &b);
+    (void)cmn_header_add_forwarded(&fwd, gw_head_header, &b);
     struct evbuffer *body = r->in_body;
     size_t body_len = evbuffer_get_length(body);
     if (body_len > 0 || call->method == EVHTTP_REQ_POST || call->method == EVHTTP_REQ_PUT ||
         call->method == EVHTTP_REQ_PATCH) {
         char len[GW_I64_TEXT_MAX];
         gw_fmt_i64(len, (int64_t)body_len);
-        (void)head_header(&b, "Content-Length", len);
+        (void)gw_head_header(&b, "Content-Length", len);
     }
-    head_add(&b, "\r\n", 2);
+    gw_head_add(&b, "\r\n", 2);
 
     /* Counted here, once the function is known to exist: in DNS mode a
      * client could otherwise create a series per made-up name. */
@@ -763,8 +690,7 @@ static void call_send(struct px_call *call)
                       : gw_upconn_request(call->conn, b.p, b.len, body_len > 0 ? body : NULL,
                                           r->out_body, px->config.max_response_bytes,
                                           call->method == EVHTTP_REQ_HEAD, &up_callbacks, call);
-    if (b.p != b.inline_bytes)
-        free(b.p);
+    gw_head_free(&b);
     if (rc != 0) {
         gw_upconn_free(call->conn);
         call->conn = NULL;

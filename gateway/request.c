@@ -228,6 +228,58 @@ void gw_code_label(const char *fn_label, int code, char *out, size_t size)
     *p = '\0';
 }
 
+void gw_head_init(struct gw_head *b)
+{
+    b->p = b->inline_bytes;
+    b->len = 0;
+    b->cap = sizeof(b->inline_bytes);
+    b->failed = false;
+}
+
+void gw_head_add(struct gw_head *b, const char *s, size_t n)
+{
+    if (b->failed)
+        return;
+    if (b->len + n > b->cap) {
+        size_t cap = b->cap * 2;
+        while (cap < b->len + n)
+            cap *= 2;
+        char *np = b->p == b->inline_bytes ? malloc(cap) : realloc(b->p, cap);
+        if (np == NULL) {
+            b->failed = true;
+            return;
+        }
+        if (b->p == b->inline_bytes)
+            memcpy(np, b->inline_bytes, b->len);
+        b->p = np;
+        b->cap = cap;
+    }
+    memcpy(b->p + b->len, s, n);
+    b->len += n;
+}
+
+void gw_head_str(struct gw_head *b, const char *s)
+{
+    gw_head_add(b, s, strlen(s));
+}
+
+enum cmn_status gw_head_header(void *arg, const char *name, const char *value)
+{
+    struct gw_head *b = arg;
+    gw_head_str(b, name);
+    gw_head_add(b, ": ", 2);
+    gw_head_str(b, value);
+    gw_head_add(b, "\r\n", 2);
+    return b->failed ? CMN_ERR_NOMEM : CMN_OK;
+}
+
+void gw_head_free(struct gw_head *b)
+{
+    if (b->p != b->inline_bytes)
+        free(b->p);
+    gw_head_init(b);
+}
+
 /* ---- the request owner -------------------------------------------------- */
 
 static struct gw_req *live_head;

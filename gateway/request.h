@@ -12,6 +12,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "cmn/callid.h"
+#include "cmn/status.h"
 
 struct evhttp_request;
 struct evbuffer;
@@ -84,6 +85,32 @@ size_t gw_strlcpy(char *dst, const char *src, size_t size);
 /* Sets TCP_NODELAY on socket `fd` (ignored when fd < 0 or not TCP). Loop
  * thread; never blocks. */
 void gw_set_nodelay(int fd);
+
+/* A message head being built (request or status line and headers), with
+ * memcpy instead of printf per line: inline storage first, the heap beyond.
+ * On allocation failure `failed` is set and later adds do nothing. */
+struct gw_head {
+    char *p;
+    size_t len, cap;
+    bool failed;
+    char inline_bytes[4096];
+};
+
+/* Empties `b` onto its inline storage. */
+void gw_head_init(struct gw_head *b);
+
+/* Appends `n` bytes of `s`. */
+void gw_head_add(struct gw_head *b, const char *s, size_t n);
+
+/* Appends the NUL-terminated `s`. */
+void gw_head_str(struct gw_head *b, const char *s);
+
+/* Appends "name: value\r\n". Returns CMN_OK, or CMN_ERR_NOMEM once failed
+ * (a cmn_header_sink). */
+enum cmn_status gw_head_header(void *b, const char *name, const char *value);
+
+/* Frees heap storage (the inline bytes need nothing). */
+void gw_head_free(struct gw_head *b);
 
 /* ---- the request owner ----------------------------------------------------
  * Every request on the public port is one gw_req, whatever its route: the

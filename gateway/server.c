@@ -310,48 +310,6 @@ static const char *http_date(void)
     return text;
 }
 
-struct out_buf {
-    char *p;
-    size_t len, cap;
-    bool failed;
-    char inline_bytes[2048];
-};
-
-static void out_add(struct out_buf *b, const char *s, size_t n)
-{
-    if (b->failed)
-        return;
-    if (b->len + n > b->cap) {
-        size_t cap = b->cap * 2;
-        while (cap < b->len + n)
-            cap *= 2;
-        char *np = b->p == b->inline_bytes ? malloc(cap) : realloc(b->p, cap);
-        if (np == NULL) {
-            b->failed = true;
-            return;
-        }
-        if (b->p == b->inline_bytes)
-            memcpy(np, b->inline_bytes, b->len);
-        b->p = np;
-        b->cap = cap;
-    }
-    memcpy(b->p + b->len, s, n);
-    b->len += n;
-}
-
-static void out_str(struct out_buf *b, const char *s)
-{
-    out_add(b, s, strlen(s));
-}
-
-static void out_header(struct out_buf *b, const char *name, const char *value)
-{
-    out_str(b, name);
-    out_add(b, ": ", 2);
-    out_str(b, value);
-    out_add(b, "\r\n", 2);
-}
-
 static void written_cb(struct bufferevent *bev, void *arg);
 static void read_cb(struct bufferevent *bev, void *arg);
 static void event_cb(struct bufferevent *bev, short what, void *arg);
@@ -360,18 +318,15 @@ static void event_cb(struct bufferevent *bev, short what, void *arg);
 static void write_response(struct gw_conn *c, int code, const char *reason,
                            struct evkeyvalq *headers, struct evbuffer *body, bool is_head)
 {
-    struct out_buf b;
-    b.p = b.inline_bytes;
-    b.len = 0;
-    b.cap = sizeof(b.inline_bytes);
-    b.failed = false;
+    struct gw_head b;
+    gw_head_init(&b);
     char num[GW_I64_TEXT_MAX];
     gw_fmt_i64(num, code);
-    out_add(&b, "HTTP/1.1 ", 9);
-    out_str(&b, num);
-    out_add(&b, " ", 1);
-    out_str(&b, reason != NULL ? reason : gw_reason(code));
-    out_add(&b, "\r\n", 2);
+    gw_head_add(&b, "HTTP/1.1 ", 9);
+    gw_head_str(&b, num);
+    gw_head_add(&b, " ", 1);
+    gw_head_str(&b, reason != NULL ? reason : gw_reason(code));
+    gw_head_add(&b, "\r\n", 2);
     bool has_length = false, has_date = false;
     if (headers != NULL) {
         for (struct evkeyval *h = headers->tqh_first; h != NULL; h = h->next.tqe_next) {
@@ -382,27 +337,27 @@ static void write_response(struct gw_conn *c, int code, const char *reason,
             } else if (strcasecmp(h->key, "Date") == 0) {
                 has_date = true; /* the function's own */
             }
-            out_header(&b, h->key, h->value);
+            (void)gw_head_header(&b, h->key, h->value);
         }
     }
     if (!has_date)
-        out_header(&b, "Date", http_date());
+        (void)gw_head_header(&b, "Date", http_date());
     bool bodyless = code < 200 || code == 204 || code == 304;
     size_t body_len = body != NULL ? evbuffer_get_length(body) : 0;
     /* HEAD: only a length someone knows (the function's, for a GET). */
     if (!bodyless && !has_length && !is_head) {
         gw_fmt_i64(num, (int64_t)body_len);
-        out_header(&b, "Content-Length", num);
+        (void)gw_head_header(&b, "Content-Length", num);
     }
     if (c->close_after)
-        out_header(&b, "Connection", "close");
-    out_add(&b, "\r\n", 2);
+        (void)gw_head_header(&b, "Connection", "close");
+    gw_head_add(&b, "\r\n", 2);
     struct evbuffer *out = bufferevent_get_output(c->bev);
     if (!b.failed)
         evbuffer_add(out, b.p, b.len);
-    if (b.p != b.inline_bytes)
-        free(b.p);
-    if (b.failed) {
+    bool failed = b.failed;
+    gw_head_free(&b);
+    if (failed) {
         conn_free(c);
         return;
     }
@@ -436,7 +391,7 @@ static void refuse_now(struct gw_conn *c, int code)
         text = "request header fields too large";
         break;
     case 501:
-        text = "method not implemented";
+        text = "method not supported";
         break;
     default:
         text = "cannot take the request";

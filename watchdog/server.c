@@ -65,31 +65,6 @@ struct wd_server {
     void *drained_arg;
 };
 
-static const char *method_name(enum evhttp_cmd_type cmd)
-{
-    switch (cmd) {
-    case EVHTTP_REQ_GET:
-        return "GET";
-    case EVHTTP_REQ_POST:
-        return "POST";
-    case EVHTTP_REQ_HEAD:
-        return "HEAD";
-    case EVHTTP_REQ_PUT:
-        return "PUT";
-    case EVHTTP_REQ_DELETE:
-        return "DELETE";
-    case EVHTTP_REQ_OPTIONS:
-        return "OPTIONS";
-    case EVHTTP_REQ_TRACE:
-        return "TRACE";
-    case EVHTTP_REQ_CONNECT:
-        return "CONNECT";
-    case EVHTTP_REQ_PATCH:
-        return "PATCH";
-    }
-    return "UNKNOWN";
-}
-
 /* ---- replies ------------------------------------------------------------ */
 
 static void reply_text(struct evhttp_request *req, int code, const char *reason, const char *text)
@@ -404,7 +379,7 @@ static bool build_env(struct evhttp_request *req, size_t body_bytes, struct env_
     char len_text[32];
     snprintf(len_text, sizeof len_text, "%zu", body_bytes);
 
-    if (!env_add(env, "Http_Method", method_name(evhttp_request_get_command(req))) ||
+    if (!env_add(env, "Http_Method", cmn_http_method_name((int)evhttp_request_get_command(req))) ||
         !env_add(env, "Http_Path", path != NULL ? path : raw_path) ||
         (query != NULL && query[0] != '\0' && !env_add(env, "Http_Query", query)) ||
         (ctype != NULL && !env_add(env, "Http_ContentType", ctype)) ||
@@ -450,7 +425,8 @@ static void start_call(struct wd_server *srv, struct evhttp_request *req, const 
     call->req = req;
     call->conn = evhttp_request_get_connection(req);
     snprintf(call->call_id, sizeof call->call_id, "%s", call_id != NULL ? call_id : "");
-    snprintf(call->method, sizeof call->method, "%s", method_name(evhttp_request_get_command(req)));
+    snprintf(call->method, sizeof call->method, "%s",
+             cmn_http_method_name((int)evhttp_request_get_command(req)));
     snprintf(call->path, sizeof call->path, "%s", path);
 
     struct wd_proc_spec spec = {
@@ -503,14 +479,14 @@ static void handle_request(struct evhttp_request *req, void *arg)
         return;
     }
     if ((cmd & RUN_METHODS) == 0) {
-        LOG_DEBUG(id, "%s %s -> 405", method_name(cmd), path);
+        LOG_DEBUG(id, "%s %s -> 405", cmn_http_method_name((int)cmd), path);
         evhttp_add_header(evhttp_request_get_output_headers(req), "Allow",
                           "GET, POST, PUT, DELETE, PATCH");
         reply_text(req, 405, "Method Not Allowed", "method not allowed\n");
         return;
     }
     if (srv->draining) {
-        LOG_DEBUG(id, "%s %s -> 503 (draining)", method_name(cmd), path);
+        LOG_DEBUG(id, "%s %s -> 503 (draining)", cmn_http_method_name((int)cmd), path);
         reply_text(req, 503, "Service Unavailable", "the watchdog is shutting down\n");
         return;
     }
@@ -519,7 +495,7 @@ static void handle_request(struct evhttp_request *req, void *arg)
         snprintf(text, sizeof text,
                  "Concurrent request limit exceeded. Max concurrent requests: %" PRId64 "\n",
                  srv->cfg->max_inflight);
-        LOG_DEBUG(id, "%s %s -> 429", method_name(cmd), path);
+        LOG_DEBUG(id, "%s %s -> 429", cmn_http_method_name((int)cmd), path);
         reply_text(req, 429, "Too Many Requests", text);
         return;
     }

@@ -6,6 +6,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include <event2/http.h>
+
 void cmn_headers_init(struct cmn_headers *h)
 {
     h->items = NULL;
@@ -187,7 +189,7 @@ enum cmn_status cmn_header_add_forwarded(const struct cmn_forwarded *f, cmn_head
                 memcpy(list, f->client_xff, n);
                 list[n] = ',';
                 list[n + 1] = ' ';
-                strcpy(list + n + 2, ip);
+                memcpy(list + n + 2, ip, strlen(ip) + 1);
                 st = sink(arg, "X-Forwarded-For", list);
             } else {
                 st = sink(arg, "X-Forwarded-For", f->client_xff);
@@ -201,4 +203,30 @@ enum cmn_status cmn_header_add_forwarded(const struct cmn_forwarded *f, cmn_head
     if (st == CMN_OK && f->client_xfh == NULL && f->host != NULL)
         st = sink(arg, "X-Forwarded-Host", f->host);
     return st;
+}
+
+const char *cmn_http_method_name(int cmd)
+{
+    switch (cmd) {
+    case EVHTTP_REQ_GET:
+        return "GET";
+    case EVHTTP_REQ_POST:
+        return "POST";
+    case EVHTTP_REQ_HEAD:
+        return "HEAD";
+    case EVHTTP_REQ_PUT:
+        return "PUT";
+    case EVHTTP_REQ_DELETE:
+        return "DELETE";
+    case EVHTTP_REQ_OPTIONS:
+        return "OPTIONS";
+    case EVHTTP_REQ_TRACE:
+        return "TRACE";
+    case EVHTTP_REQ_CONNECT:
+        return "CONNECT";
+    case EVHTTP_REQ_PATCH:
+        return "PATCH";
+    default:
+        return "UNKNOWN";
+    }
 }

@@ -102,6 +102,18 @@ class RawUpstream:
         self.sock.close()
 
 
+def read_to_close(s):
+    """Everything the gateway sends on socket `s` until it closes; closes `s`."""
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    return data
+
+
 def ok_response(conn, body=b"ok", extra=b""):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body)
 
@@ -222,13 +234,7 @@ def test_pipelined_requests_still_answered_in_order_with_the_watch(stack):
     reqs = b"".join(b"POST /function/env/p%d HTTP/1.1\r\nHost: x\r\nContent-Length: 1\r\n\r\n%d"
                     % (i, i) for i in range(3))
     s.sendall(reqs + b"GET /healthz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
-    s.close()
+    data = read_to_close(s)
     assert data.count(b"HTTP/1.1 200") == 4, data[:400]
     order = [data.find(b"path=/p%d" % i) for i in range(3)]
     assert -1 not in order and order == sorted(order), order
@@ -339,13 +345,7 @@ def test_chunked_trailers_never_become_request_headers(stack):
     s.sendall(b"POST /function/trail HTTP/1.1\r\nHost: x\r\nTransfer-Encoding: chunked\r\n"
               b"Connection: close\r\n\r\n5\r\nhello\r\n0\r\nX-Trailer-Secret: 1\r\n"
               b"X-Call-Id: forged-by-trailer\r\n\r\n")
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
-    s.close()
+    data = read_to_close(s)
     assert data.startswith(b"HTTP/1.1 200"), data[:200]
     assert "x-trailer-secret" not in seen[1]
     assert "forged-by-trailer" not in seen[1] and b"forged-by-trailer" not in data
@@ -367,13 +367,7 @@ def test_one_date_header_on_proxied_replies(stack):
     start_with(stack, [])
     s = socket.create_connection(("127.0.0.1", stack.gateway.port), timeout=10)
     s.sendall(b"GET /function/env/d HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
-    s.close()
+    data = read_to_close(s)
     head = data.split(b"\r\n\r\n", 1)[0].lower()
     assert head.count(b"\r\ndate:") == 1, head
 

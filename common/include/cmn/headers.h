@@ -55,6 +55,10 @@ bool cmn_header_name_valid(const char *name);
  * in an HTTP or NATS header. */
 bool cmn_header_value_safe(const char *s, size_t max);
 
+/* The request-line name of `cmd` (an enum evhttp_cmd_type value): "GET",
+ * "POST", ...; "UNKNOWN" for anything else. Static string; any thread. */
+const char *cmn_http_method_name(int cmd);
+
 /* ---- the forwarding policy -------------------------------------------------
  * One rule, used by the gateway's proxy and async route, the codec, the
  * worker's callback and the watchdog, for which header of one message may be
