@@ -6,6 +6,7 @@
  * one reply, one free. */
 #include "async.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -18,6 +19,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "cmn/callid.h"
+#include "cmn/duration.h"
 #include "cmn/codec.h"
 #include "cmn/headers.h"
 #include "cmn/jspub.h"
@@ -27,6 +29,7 @@
 #include "cmn/name.h"
 #include "cmn/resolver.h"
 #include "cmn/url.h"
+#include "records.h"
 
 #define ROUTE_PREFIX "/async-function/"
 #define URL_MAX 1024
@@ -241,6 +244,46 @@ static enum cmn_status copy_request_headers(const struct gw_req *r, struct cmn_h
     return cmn_header_add_forwarded(&fwd, add_list, out);
 }
 
+/* X-Delay-Seconds: N or X-Not-Before: <RFC 3339> into `*out_ms` (wall ms,
+ * 0 = run now); false with the 400 text in `text`. */
+static bool delay_of(const struct gw_req *r, int64_t *out_ms, char *text, size_t size)
+{
+    const char *delay = evhttp_find_header(&r->in_headers, "X-Delay-Seconds");
+    const char *nb = evhttp_find_header(&r->in_headers, "X-Not-Before");
+    int64_t now_ms = strtoll(r->start, NULL, 10) / 1000000;
+    *out_ms = 0;
+    if (delay != NULL && nb != NULL) {
+        snprintf(text, size, "use X-Delay-Seconds or X-Not-Before, not both");
+        return false;
+    }
+    if (delay != NULL) {
+        char *end = NULL;
+        errno = 0;
+        long long v = strtoll(delay, &end, 10);
+        if (end == delay || *end != '\0' || errno != 0 || v < 0 || v > GW_ASYNC_MAX_DELAY_S) {
+            snprintf(text, size, "invalid X-Delay-Seconds: use whole seconds from 0 to %d (30 days)",
+                     GW_ASYNC_MAX_DELAY_S);
+            return false;
+        }
+        *out_ms = v > 0 ? now_ms + v * 1000 : 0;
+        return true;
+    }
+    if (nb != NULL) {
+        int64_t at = 0;
+        if (!cmn_time_parse(nb, &at)) {
+            snprintf(text, size,
+                     "invalid X-Not-Before: use an RFC 3339 time such as 2026-12-02T10:00:00Z");
+            return false;
+        }
+        if (at > now_ms + (int64_t)GW_ASYNC_MAX_DELAY_S * 1000) {
+            snprintf(text, size, "X-Not-Before more than 30 days ahead");
+            return false;
+        }
+        *out_ms = at > now_ms ? at : 0;
+    }
+    return true;
+}
+
 void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_target *target)
 {
     char text[512];
@@ -251,12 +294,17 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
     struct cmn_err err;
     cmn_call_init(&qc);
 
+    const char *rest = target->path + strlen(ROUTE_PREFIX);
+    if (r->method == EVHTTP_REQ_DELETE && as->config.records != NULL) {
+        /* OpenFaaS Pro's cancel route: DELETE /async-function/<call id> */
+        gw_records_cancel(as->config.records, r, rest);
+        goto out;
+    }
     if (r->method != EVHTTP_REQ_POST) {
-        gw_req_header(r, "Allow", "POST");
+        gw_req_header(r, "Allow", as->config.records != NULL ? "POST, DELETE" : "POST");
         gw_req_reply_text(r, 405, NULL);
         goto out;
     }
-    const char *rest = target->path + strlen(ROUTE_PREFIX);
     if (cmn_route_split(rest, &name, &name_len, &sub) != CMN_OK) {
         gw_req_reply_text(r, 404, "function not found: ");
         goto out;
@@ -305,6 +353,18 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
         count(as, fn_label, 400);
         gw_req_reply_text(r, 400, text);
         goto out;
+    }
+
+    int64_t not_before_ms = 0;
+    if (!delay_of(r, &not_before_ms, text, sizeof(text))) {
+        count(as, fn_label, 400);
+        gw_req_reply_text(r, 400, text);
+        goto out;
+    }
+    if (not_before_ms > 0) {
+        char when[40];
+        gw_req_header(r, "X-Not-Before", cmn_time_format(not_before_ms, when, sizeof(when)));
+        qc.not_before_ns = not_before_ms * 1000000;
     }
 
     memcpy(qc.call_id, r->call_id, sizeof(qc.call_id));
@@ -401,6 +461,11 @@ void gw_async_set_nats(struct gw_async *as, struct cmn_nats *nats, struct cmn_js
 {
     as->nats = nats;
     as->pub = pub;
+}
+
+void gw_async_set_records(struct gw_async *as, struct gw_records *records)
+{
+    as->config.records = records;
 }
 
 size_t gw_async_inflight(const struct gw_async *as)

@@ -27,6 +27,11 @@ struct gw_async;
  * MaxMsgSize is max_body_bytes + this). */
 #define GW_ASYNC_HEADER_ROOM 65536
 
+/* Longest delay of a delayed call (X-Delay-Seconds / X-Not-Before): 30 days. */
+#define GW_ASYNC_MAX_DELAY_S 2592000
+
+struct gw_records;
+
 struct gw_async_config {
     struct event_base *base;       /* bound: must outlive the module */
     struct cmn_resolver *resolver; /* bound */
@@ -34,6 +39,8 @@ struct gw_async_config {
     const char *default_ns;        /* copied */
     int64_t max_body_bytes;        /* larger bodies get 413 */
     int64_t publish_timeout_ms;    /* the publisher's decision deadline (for logs) */
+    struct gw_records *records;    /* bound; NULL = call records off (no DELETE route);
+                                      see gw_async_set_records */
 };
 
 /* Creates the module (no NATS yet: see gw_async_set_js). `*out` is new
@@ -45,6 +52,10 @@ enum cmn_status gw_async_new(const struct gw_async_config *config, struct gw_asy
  * with wake = gw_async_wake and on_event = gw_async_on_event, closure = this
  * module. Loop thread, before the first request. */
 void gw_async_set_nats(struct gw_async *as, struct cmn_nats *nats, struct cmn_jspub *pub);
+
+/* Gives the module the call-record routes (bound) for DELETE
+ * /async-function/<call id>. Loop thread, before the first request. */
+void gw_async_set_records(struct gw_async *as, struct gw_records *records);
 
 /* The publisher's wake callback: any thread; activates the completion event
  * so that the loop collects the outcomes. Never blocks. */
@@ -60,8 +71,10 @@ bool gw_async_fatal(const struct gw_async *as);
 
 /* Handles one request whose path starts with "/async-function/"; takes `r`
  * (it gets exactly one reply; a published call holds it until the publish
- * outcome, whatever the client did meanwhile): 202 once stored; 400 bad
- * name / X-Callback-Url / X-Call-Id; 404 unknown function; 405 other methods;
+ * outcome, whatever the client did meanwhile): 202 once stored (with
+ * X-Not-Before for a delayed call); 400 bad name / X-Callback-Url /
+ * X-Call-Id / X-Delay-Seconds / X-Not-Before; 404 unknown function; DELETE
+ * <call id> cancels (gw_records_cancel); 405 other methods;
  * 413 body too large (ours or the stream's limit); 503 with Retry-After when
  * NATS is unavailable, full, refuses, or did not confirm in time. */
 void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_target *target);

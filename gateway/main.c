@@ -23,6 +23,7 @@
 #include "cmn/metrics.h"
 #include "cmn/resolver.h"
 #include "async.h"
+#include "records.h"
 #include "proxy.h"
 #include "request.h"
 #include "server.h"
@@ -42,6 +43,9 @@ struct gw_config {
     char *faas_nats_channel;
     char *faas_nats_queue_group;
     char *dead_letter_stream;
+    bool call_records;
+    char *call_records_bucket;
+    int64_t call_record_ttl;
     int64_t stream_replicas;
     int64_t nats_ping_interval;
     char *functions_file;
@@ -82,6 +86,12 @@ static const struct cmn_config_entry config_table[] = {
      false, "the workers' durable consumer, whose backlog the queue gauges export"},
     {"dead_letter_stream", CMN_CFG_STRING, "faas-request-dlq", NO_RANGE, OFF(dead_letter_stream),
      false, "dead-letter stream (created like the worker does; its size is exported)"},
+    {"call_records", CMN_CFG_BOOL, "true", NO_RANGE, OFF(call_records), false,
+     "keep a record per call (status, cancel, exactly one callback); must match the workers'"},
+    {"call_records_bucket", CMN_CFG_STRING, "faas-calls", NO_RANGE, OFF(call_records_bucket), false,
+     "JetStream key-value bucket of the call records"},
+    {"call_record_ttl", CMN_CFG_DURATION, "24h", 60000, 365LL * 86400000, OFF(call_record_ttl),
+     false, "how long a call record is kept after its last change"},
     {"stream_replicas", CMN_CFG_INT, "1", 1, 5, OFF(stream_replicas), false,
      "replicas of the streams (3 on a JetStream cluster)"},
     {"nats_ping_interval", CMN_CFG_DURATION, "1s", 100, 600000, OFF(nats_ping_interval), false,
@@ -138,6 +148,7 @@ struct gateway {
     struct gw_proxy *proxy;
     struct gw_async *async;
     struct gw_system *system;
+    struct gw_records *records;
     struct gw_server *server;
     struct evhttp *metrics_http;
     struct event *sig_term, *sig_int, *sig_hup;
@@ -174,6 +185,8 @@ static void route(struct gw_req *r, void *arg)
         gw_proxy_handle(gw->proxy, r, &target);
     } else if (has_prefix(p, "/async-function/")) {
         gw_async_handle(gw->async, r, &target);
+    } else if (has_prefix(p, "/async-calls/")) {
+        gw_records_handle(gw->records, r, &target);
     } else if (strcmp(p, "/healthz") == 0 || strcmp(p, "/readyz") == 0) {
         gw_system_health(gw->system, r, &target);
     } else if (has_prefix(p, "/system/")) {
@@ -302,6 +315,8 @@ static void shutdown_all(struct gateway *gw)
      * orphans its DNS lookups before evdns goes. */
     cmn_jspub_free(gw->pub);
     gw->pub = NULL;
+    gw_records_free(gw->records); /* its thread uses NATS */
+    gw->records = NULL;
     cmn_nats_free(gw->nats);
     gw->nats = NULL;
     gw_server_free(gw->server); /* requests in flight learn it through hooks->gone */
@@ -432,6 +447,9 @@ int main(int argc, char **argv)
                                    .duplicate_window_ms = 120000,
                                    .replicas = (int)gw.cfg.stream_replicas,
                                    .dead_letter_stream = gw.cfg.dead_letter_stream,
+                                   .records_bucket =
+                                       gw.cfg.call_records ? gw.cfg.call_records_bucket : NULL,
+                                   .record_ttl_ms = gw.cfg.call_record_ttl,
                                    .durable = gw.cfg.faas_nats_queue_group,
                                    .manage_consumer = false,
                                    .max_reconnect = -1,
@@ -456,6 +474,18 @@ int main(int argc, char **argv)
         goto out;
     }
     gw_async_set_nats(gw.async, gw.nats, gw.pub);
+    struct gw_records_config reccfg = {.base = gw.base,
+                                     .nats = gw.cfg.call_records ? gw.nats : NULL,
+                                     .bucket = gw.cfg.call_records_bucket,
+                                     .stream = gw.cfg.faas_nats_channel,
+                                     .dead_letter_stream = gw.cfg.dead_letter_stream,
+                                     .max_jobs = 1024};
+    if (gw_records_new(&reccfg, &gw.records, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "start-up: %s", err.msg);
+        goto out;
+    }
+    if (gw.cfg.call_records)
+        gw_async_set_records(gw.async, gw.records);
 
     struct gw_system_config scfg = {.resolver = gw.resolver,
                                     .metrics = gw.metrics,
@@ -467,6 +497,8 @@ int main(int argc, char **argv)
                                     .auth_user = auth_user,
                                     .auth_password = auth_password};
     enum cmn_status sst = gw_system_new(&scfg, &gw.system, &err);
+    if (sst == CMN_OK)
+        gw_system_set_records(gw.system, gw.records);
     memset(auth_password, 0, sizeof(auth_password));
     if (sst != CMN_OK) {
         LOG_ERROR(NULL, "start-up: %s", err.msg);

@@ -4,6 +4,8 @@
  * the shared registry. */
 #include "system.h"
 
+#include "records.h"
+
 #include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
@@ -26,6 +28,7 @@ struct gw_system {
     struct gw_system_config config;
     char *default_ns;
     char *expected_token; /* base64("user:password"), NULL when auth is off */
+    struct gw_records *records;
     size_t expected_len;
     char arch[65];
 };
@@ -213,6 +216,11 @@ void gw_system_handle(struct gw_system *sys, struct gw_req *r, const struct gw_t
         return;
     }
     const char *path = target->path;
+    if (strncmp(path, "/system/async-calls", 19) == 0 ||
+        strncmp(path, "/system/dead-letters", 20) == 0) {
+        gw_records_system(sys->records, r, target);
+        return;
+    }
     if (strcmp(path, "/system/functions") == 0 || strcmp(path, "/system/functions/") == 0) {
         if (!is_get(r)) {
             reply_method_not_allowed(r);
@@ -378,6 +386,11 @@ enum cmn_status gw_system_new(const struct gw_system_config *config, struct gw_s
 nomem:
     gw_system_free(sys);
     return cmn_err_set(err, CMN_ERR_NOMEM, 0, "system: out of memory");
+}
+
+void gw_system_set_records(struct gw_system *sys, struct gw_records *records)
+{
+    sys->records = records;
 }
 
 void gw_system_free(struct gw_system *sys)

@@ -69,6 +69,12 @@ void gw_system_metrics_request(struct evhttp_request *req, void *arg);
 /* Declares the queue gauges on `m`. Loop thread, at start-up. */
 void gw_system_declare_queue_metrics(struct cmn_metrics *m);
 
+struct gw_records;
+
+/* Routes /system/async-calls and /system/dead-letters[...] (after the auth
+ * check) to `records` (bound). Loop thread, before the first request. */
+void gw_system_set_records(struct gw_system *sys, struct gw_records *records);
+
 /* Frees the module (secrets are wiped). NULL allowed. */
 void gw_system_free(struct gw_system *sys);
 

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cmn/codec.h"
+#include "cmn/duration.h"
 #include "cmn/log.h"
 #include "cmn/name.h"
 #include "retry.h"
@@ -39,11 +40,25 @@
 #define M_UNCONFIRMED "queue_worker_ack_unconfirmed_total"
 
 enum call_state {
+    ST_CLAIMING,      /* claiming the attempt in the call record */
     ST_INVOKING,      /* function transfer running (or about to) */
     ST_CALLBACK,      /* callback POST running */
     ST_CALLBACK_WAIT, /* callback back-off timer armed */
     ST_DEAD_LETTER,   /* dead-letter copy published, awaiting the stream's answer */
     ST_SETTLING,      /* final ack or term sent, awaiting the server's confirmation */
+};
+
+/* The call-record operation in flight for a call (one at a time). */
+enum rec_op {
+    OP_NONE,
+    OP_CLAIM_PUT,    /* claim the attempt (compare-and-set) */
+    OP_CLAIM_GET,    /* read the record to decide how to claim */
+    OP_REFRESH,      /* extend the lease while the call runs */
+    OP_CHECK,        /* read after a conflict or a cancel notice */
+    OP_GUARD,        /* confirm the claim right before posting the callback */
+    OP_RETRY,        /* record a retryable failure, then NAK */
+    OP_FINAL,        /* record the final state, then ack or term */
+    OP_CANCEL_DONE,  /* a cancelled call: record the callback outcome, then ack */
 };
 
 struct qw_call {
@@ -73,11 +88,26 @@ struct qw_call {
     int cb_attempt;
     struct cmn_headers cb_headers;
     struct qw_http_response cb_resp;
+    /* the call record (env.recs): our view of it, the operation in flight */
+    struct cmn_rec rec;
+    uint64_t expect;       /* OP_CLAIM_PUT: the revision it must replace (0 = none) */
+    enum rec_op op;        /* in flight; OP_NONE = none */
+    enum rec_op queued_op; /* issued once the one in flight is answered */
+    enum rec_op check_of;  /* OP_CHECK: the write that conflicted (OP_NONE: a notice) */
+    int claim_rounds;
+    bool claimed;   /* this worker holds the current attempt in the record */
+    bool cancelled; /* the record says cancelled */
+    bool expired;   /* older than max_call_age */
+    bool zombie;    /* ended while an operation was in flight: freed by its answer */
+    int64_t next_refresh_ms; /* monotonic */
+    int64_t retry_delay_ms;  /* OP_RETRY: the NAK delay */
 };
 
 struct qw_calls {
     struct qw_call_env env;
     struct qw_call *head;
+    struct qw_call *zombies; /* ended, awaiting their record operation's answer */
+    uint64_t writes;         /* record writes, for unique write ids */
     size_t count;
     uint64_t rng;
     uint64_t done_seq[DONE_RING]; /* ring of settled (stream sequence, call id hash) */
@@ -249,18 +279,43 @@ static void call_end(struct qw_call *c)
         c->next->prev = c->prev;
     set->count--;
     qw_http_cancel(c->xfer);
+    c->xfer = NULL;
     cmn_js_msg_free(c->msg);
+    c->msg = NULL;
     cmn_call_free(&c->call);
     cmn_headers_free(&c->req_headers);
     cmn_headers_free(&c->cb_headers);
     qw_http_response_free(&c->resp);
     qw_http_response_free(&c->cb_resp);
     free(c->url);
+    c->url = NULL;
     bool slot = !c->slot_released;
-    free(c);
+    if (c->op != OP_NONE) {
+        /* its record operation's answer carries it: kept until then */
+        c->zombie = true;
+        c->prev = NULL;
+        c->next = set->zombies;
+        if (set->zombies)
+            set->zombies->prev = c;
+        set->zombies = c;
+    } else {
+        free(c);
+    }
     cmn_metrics_set(set->env.metrics, M_INFLIGHT, NULL, (double)set->count);
     if (slot && set->env.on_slot_free)
         set->env.on_slot_free(set->env.closure);
+}
+
+static void zombie_free(struct qw_call *c)
+{
+    struct qw_calls *set = c->set;
+    if (c->prev)
+        c->prev->next = c->next;
+    else
+        set->zombies = c->next;
+    if (c->next)
+        c->next->prev = c->prev;
+    free(c);
 }
 
 struct qw_calls *qw_calls_new(const struct qw_call_env *env)
@@ -304,6 +359,8 @@ void qw_calls_free(struct qw_calls *set)
     set->env.on_slot_free = NULL;
     while (set->head)
         call_end(set->head);
+    while (set->zombies)
+        zombie_free(set->zombies);
     free(set);
 }
 
@@ -366,6 +423,7 @@ static void on_confirmed(struct qw_call *c, const struct cmn_jscons_result *r)
 }
 
 static void dead_lettered(struct qw_call *c, const struct cmn_jspub_result *r);
+static void finish(struct qw_call *c, bool term);
 
 /* Publishes the dead-letter copy; the term follows once it is stored. */
 static void dead_letter(struct qw_call *c, const char *reason)
@@ -376,7 +434,7 @@ static void dead_letter(struct qw_call *c, const char *reason)
     if (cfg->dead_letter_stream == NULL || cfg->dead_letter_stream[0] == '\0') {
         LOG_ERROR(c->log_id, "no dead_letter_stream configured: %s dropped",
                   c->undecodable ? "message" : "call");
-        confirm(c, true);
+        finish(c, true);
         return;
     }
     c->state = ST_DEAD_LETTER;
@@ -400,7 +458,7 @@ static void dead_lettered(struct qw_call *c, const struct cmn_jspub_result *r)
         snprintf(detail, sizeof(detail), "%s", r->detail ? r->detail : "");
         LOG_ERROR(c->log_id, "dead-letter refused error=\"%s\" (%s); terminated without a copy",
                   tidy(detail), cmn_status_name(r->status));
-        confirm(c, true);
+        finish(c, true);
         return;
     }
     if (r->status != CMN_OK) {
@@ -422,7 +480,20 @@ static void dead_lettered(struct qw_call *c, const struct cmn_jspub_result *r)
     LOG_WARN(c->log_id, "dead-lettered reason=\"%s\" status=%d attempts=%" PRIu64 " stream=%s",
              c->undecodable ? c->error : c->dead_reason, c->status, c->attempt,
              cfg->dead_letter_stream);
-    confirm(c, true);
+    finish(c, true);
+}
+
+static void rec_issue(struct qw_call *c, enum rec_op op);
+
+/* The final ack (or term), after the record says how the call ended. */
+static void finish(struct qw_call *c, bool term)
+{
+    if (c->set->env.recs != NULL && c->claimed) {
+        c->terminating = term;
+        rec_issue(c, OP_FINAL);
+        return;
+    }
+    confirm(c, term);
 }
 
 static void settle(struct qw_call *c)
@@ -430,7 +501,7 @@ static void settle(struct qw_call *c)
     if (c->dead_reason)
         dead_letter(c, c->dead_reason);
     else
-        confirm(c, false);
+        finish(c, false);
 }
 
 /* An undecodable message: dead-lettered as is, then terminated. */
@@ -472,15 +543,36 @@ static void on_pub_result(const struct cmn_jspub_result *r, void *closure)
         dead_lettered(r->token, r);
 }
 
+static void on_rec_result(const struct cmn_recs_result *r, void *closure);
+static void on_cancel_notice(const char *call_id, void *closure);
+
 void qw_calls_collect(struct qw_calls *set)
 {
     cmn_jscons_complete(set->env.cons, on_cons_result, set);
     cmn_jspub_complete(set->env.pub, on_pub_result, set);
+    if (set->env.recs != NULL) {
+        cmn_recs_complete(set->env.recs, on_rec_result, set);
+        cmn_recs_cancels(set->env.recs, on_cancel_notice, set);
+    }
 }
 
 /* -------------------------------------------------------------- callback */
 
 static void post_callback(struct qw_call *c);
+
+/* How the call ends, for the record and the callback's X-Call-State. */
+static enum cmn_call_state final_state(const struct qw_call *c)
+{
+    if (c->cancelled)
+        return CMN_CALL_CANCELLED;
+    if (c->expired)
+        return CMN_CALL_EXPIRED;
+    if (c->dead_reason)
+        return CMN_CALL_DEAD_LETTERED;
+    if (c->status >= 200 && c->status <= 299)
+        return CMN_CALL_SUCCEEDED;
+    return CMN_CALL_FAILED;
+}
 
 static enum cmn_status build_callback_headers(struct qw_call *c)
 {
@@ -516,6 +608,8 @@ static enum cmn_status build_callback_headers(struct qw_call *c)
     if (st == CMN_OK && c->error[0])
         st = cmn_headers_set(h, "X-Function-Error", c->error);
     if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Call-State", cmn_call_state_name(final_state(c)));
+    if (st == CMN_OK)
         st = cmn_headers_set(h, "User-Agent", "cfaas-queue-worker/" CFAAS_VERSION);
     return st;
 }
@@ -539,6 +633,7 @@ static void callback_failed(struct qw_call *c, const char *why, bool last)
     LOG_ERROR(c->log_id, "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64 " giving up",
               url, why, c->cb_attempt, cfg->callback_max_attempts);
     cmn_metrics_add(c->set->env.metrics, M_CALLBACK_FAILURES, NULL, 1);
+    c->rec.callback = CMN_CB_FAILED;
     settle(c);
 }
 
@@ -552,6 +647,8 @@ static void on_callback_done(struct qw_http_response *r, void *closure)
         char ubuf[512];
         LOG_INFO(c->log_id, "callback posted url=%s status=%d attempt=%d",
                  redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), r->status, c->cb_attempt);
+        c->rec.callback = CMN_CB_POSTED;
+        c->rec.callback_status = r->status;
         qw_http_response_free(r);
         settle(c);
         return;
@@ -560,6 +657,7 @@ static void on_callback_done(struct qw_http_response *r, void *closure)
         snprintf(why, sizeof(why), "status %d", r->status);
     else
         snprintf(why, sizeof(why), "%s", r->error);
+    c->rec.callback_status = r->result == QW_HTTP_OK ? r->status : 0;
     qw_http_response_free(r);
     callback_failed(c, tidy(why), false);
 }
@@ -587,14 +685,9 @@ static void post_callback(struct qw_call *c)
     }
 }
 
-/* The invocation's outcome is final: count it, then callback (if any), settle. */
-static void final_outcome(struct qw_call *c)
+/* The callback of a final outcome (its claim confirmed when records are on). */
+static void start_callback(struct qw_call *c)
 {
-    metric_code(c->set, M_PROCESSED, c->status);
-    if (!c->call.callback_url || !c->call.callback_url[0]) {
-        settle(c);
-        return;
-    }
     if (build_callback_headers(c) != CMN_OK) {
         callback_failed(c, "out of memory", false);
         return;
@@ -602,13 +695,377 @@ static void final_outcome(struct qw_call *c)
     post_callback(c);
 }
 
+/* The invocation's outcome is final: count it, then callback (if any), settle.
+ * With records, the claim is confirmed (OP_GUARD) right before the callback:
+ * a worker that lost the call meanwhile never posts it. */
+static void final_outcome(struct qw_call *c)
+{
+    if (!c->cancelled)
+        metric_code(c->set, M_PROCESSED, c->status);
+    if (!c->call.callback_url || !c->call.callback_url[0]) {
+        settle(c);
+        return;
+    }
+    if (c->set->env.recs != NULL && c->claimed && !c->cancelled) {
+        c->state = ST_CALLBACK;
+        rec_issue(c, OP_GUARD);
+        return;
+    }
+    start_callback(c);
+}
+
+/* ----------------------------------------------------------- call records */
+
+static void run_claimed(struct qw_call *c);
+static void start_callback(struct qw_call *c);
+static void retry_nak(struct qw_call *c);
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+/* Hands the message back after `delay_ms` without running it, and ends the
+ * call here. */
+static void hand_back(struct qw_call *c, int64_t delay_ms, const char *why)
+{
+    struct cmn_err err;
+    if (cmn_jscons_nak(c->set->env.cons, c->msg, delay_ms, &err) != CMN_OK)
+        LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
+    LOG_INFO(c->log_id, "handed back for %.3fs: %s", (double)delay_ms / 1000.0, why);
+    call_end(c);
+}
+
+/* Another worker holds the call now: drop whatever this one has, without
+ * an ack (the delivery is someone else's) and without a callback. */
+static void lost(struct qw_call *c, const struct cmn_rec *stored)
+{
+    c->queued_op = OP_NONE;
+    LOG_WARN(c->log_id,
+             "lost the call to %s (record %s, attempt %d): this worker's result is dropped, "
+             "no callback, no ack",
+             stored && stored->worker[0] ? stored->worker : "another worker",
+             stored ? cmn_call_state_name(stored->state) : "gone", stored ? stored->attempt : 0);
+    call_end(c);
+}
+
+/* The record says cancelled: abort what runs, post the cancellation if a
+ * callback is due, ack. */
+static void cancelled_call(struct qw_call *c, const struct cmn_rec *stored)
+{
+    bool running = c->xfer != NULL && c->state == ST_INVOKING;
+    c->queued_op = OP_NONE;
+    qw_http_cancel(c->xfer);
+    c->xfer = NULL;
+    c->rec = *stored;
+    c->cancelled = true;
+    c->claimed = true; /* the outcome of the callback goes into this record */
+    c->dead_reason = NULL;
+    c->status = 499;
+    snprintf(c->error, sizeof(c->error), "cancelled");
+    qw_http_response_free(&c->resp);
+    memset(&c->resp, 0, sizeof(c->resp));
+    cmn_headers_init(&c->resp.headers);
+    LOG_INFO(c->log_id, "cancelled%s reason=\"%s\"", running ? ": invocation aborted" : "",
+             stored->reason);
+    if (c->call.callback_url && c->call.callback_url[0] && stored->callback == CMN_CB_PENDING) {
+        c->state = ST_CALLBACK;
+        start_callback(c);
+        return;
+    }
+    confirm(c, false);
+}
+
+/* Claimed: the attempt is this worker's. */
+static void claimed(struct qw_call *c, uint64_t revision)
+{
+    c->rec.revision = revision;
+    c->claimed = true;
+    c->attempt = c->rec.attempt > 0 ? (uint64_t)c->rec.attempt : 1;
+    c->next_refresh_ms = qw_now_ms() + wip_period_ms(c->set->env.cfg);
+    run_claimed(c);
+}
+
+/* Decides from the stored record (NULL: none) whether and how to claim. */
+static void claim_from(struct qw_call *c, const struct cmn_rec *stored)
+{
+    const struct qw_config *cfg = c->set->env.cfg;
+    int64_t now = wall_ms();
+    struct cmn_rec next;
+    if (stored != NULL) {
+        if (c->rec.write_id[0] != '\0' && strcmp(stored->write_id, c->rec.write_id) == 0) {
+            c->rec = *stored;
+            claimed(c, stored->revision); /* our own claim landed */
+            return;
+        }
+        if (stored->state == CMN_CALL_CANCELLED) {
+            cancelled_call(c, stored);
+            return;
+        }
+        if (cmn_call_state_final(stored->state)) {
+            LOG_WARN(c->log_id, "delivered again delivery=%" PRIu64 " but the call is %s already; "
+                     "acknowledged without running", c->attempt,
+                     cmn_call_state_name(stored->state));
+            seq_remember(c->set, c);
+            confirm(c, false);
+            return;
+        }
+        if (stored->state == CMN_CALL_RUNNING && stored->lease_until_ms > now &&
+            strcmp(stored->worker, c->set->env.worker) != 0) {
+            char why[300];
+            snprintf(why, sizeof(why), "running on %s (lease for %.3fs more)", stored->worker,
+                     (double)(stored->lease_until_ms - now) / 1000.0);
+            hand_back(c, stored->lease_until_ms - now + 1000, why);
+            return;
+        }
+        next = *stored;
+        c->expect = stored->revision;
+    } else {
+        cmn_rec_init(&next);
+        snprintf(next.call_id, sizeof(next.call_id), "%s", c->call.call_id);
+        snprintf(next.function, sizeof(next.function), "%s", c->call.function);
+        next.submitted_ms = c->call.start_ns / 1000000;
+        next.not_before_ms = c->call.not_before_ns / 1000000;
+        next.callback = c->call.callback_url && c->call.callback_url[0] ? CMN_CB_PENDING
+                                                                         : CMN_CB_NONE;
+        c->expect = 0;
+    }
+    if (++c->claim_rounds > 5) {
+        hand_back(c, 1000, "the call record keeps changing");
+        return;
+    }
+    next.state = CMN_CALL_RUNNING;
+    next.attempt = (stored != NULL ? stored->attempt : 0) + 1;
+    if (next.started_ms == 0)
+        next.started_ms = now;
+    next.finished_ms = 0;
+    next.lease_until_ms = now + cfg->ack_wait_ms;
+    snprintf(next.worker, sizeof(next.worker), "%s", c->set->env.worker);
+    c->rec = next;
+    rec_issue(c, OP_CLAIM_PUT);
+}
+
+/* Fills the record for `op` and sends it; one operation at a time (a write
+ * asked for meanwhile is queued; a lease refresh is skipped). */
+static void rec_issue(struct qw_call *c, enum rec_op op)
+{
+    struct qw_calls *set = c->set;
+    const struct qw_config *cfg = set->env.cfg;
+    if (c->op != OP_NONE) {
+        if (op != OP_REFRESH && op != OP_CHECK)
+            c->queued_op = op;
+        return;
+    }
+    struct cmn_rec *r = &c->rec;
+    int64_t now = wall_ms();
+    uint64_t expected = r->revision;
+    enum cmn_status st;
+    struct cmn_err err;
+    switch (op) {
+    case OP_CLAIM_GET:
+    case OP_CHECK:
+        c->op = op;
+        st = cmn_recs_get(set->env.recs, c->call.call_id, c, &err);
+        goto sent;
+    case OP_CLAIM_PUT:
+        expected = c->expect;
+        break;
+    case OP_REFRESH:
+    case OP_GUARD:
+        r->lease_until_ms = now + cfg->ack_wait_ms;
+        break;
+    case OP_RETRY:
+        r->state = CMN_CALL_RETRYING;
+        r->lease_until_ms = 0;
+        break;
+    case OP_FINAL:
+    case OP_CANCEL_DONE:
+        if (!c->cancelled) {
+            r->state = final_state(c);
+            r->finished_ms = now;
+            if (c->dead_reason)
+                snprintf(r->reason, sizeof(r->reason), "%s", c->dead_reason);
+        }
+        r->lease_until_ms = 0;
+        break;
+    case OP_NONE:
+        return;
+    }
+    if (op == OP_GUARD || op == OP_RETRY || op == OP_FINAL) {
+        if (!c->cancelled && c->status > 0)
+            r->status = c->status;
+        r->duration_s = c->seconds;
+    }
+    snprintf(r->write_id, sizeof(r->write_id), "%.40s#%" PRIu64, set->env.worker,
+             ++set->writes);
+    c->op = op;
+    st = cmn_recs_put(set->env.recs, r, expected, c, &err);
+sent:
+    if (st != CMN_OK) {
+        /* refused at once (too many pending): the same path as a failed answer */
+        struct cmn_recs_result res = {.token = c, .status = st, .detail = err.msg};
+        on_rec_result(&res, set);
+    }
+}
+
+/* A write of ours conflicted: read the record to learn why. */
+static void check_after(struct qw_call *c, enum rec_op of)
+{
+    c->check_of = of;
+    rec_issue(c, OP_CHECK);
+}
+
+static void on_check(struct qw_call *c, const struct cmn_recs_result *r)
+{
+    enum rec_op of = c->check_of;
+    c->check_of = OP_NONE;
+    if (r->status != CMN_OK) {
+        if (r->status == CMN_ERR_NOT_FOUND) {
+            lost(c, NULL);
+            return;
+        }
+        /* unknown (NATS trouble): go on as if the write had landed */
+        LOG_WARN(c->log_id, "call record unreadable error=\"%s\"; going on", r->detail);
+    } else if (strcmp(r->rec->write_id, c->rec.write_id) == 0) {
+        c->rec.revision = r->rec->revision; /* our earlier copy had landed */
+    } else if (r->rec->state == CMN_CALL_CANCELLED && !c->cancelled) {
+        cancelled_call(c, r->rec);
+        return;
+    } else if (of == OP_NONE) {
+        /* a cancel notice for a call the record does not say is cancelled */
+        if (strcmp(r->rec->worker, c->set->env.worker) != 0 ||
+            r->rec->attempt != c->rec.attempt) {
+            lost(c, r->rec);
+            return;
+        }
+        c->rec.revision = r->rec->revision;
+        return;
+    } else if (of == OP_CANCEL_DONE || (of == OP_FINAL && c->cancelled)) {
+        confirm(c, false);
+        return;
+    } else {
+        lost(c, r->rec);
+        return;
+    }
+    switch (of) {
+    case OP_GUARD:
+        start_callback(c);
+        break;
+    case OP_RETRY:
+        retry_nak(c);
+        break;
+    case OP_FINAL:
+    case OP_CANCEL_DONE:
+        confirm(c, c->terminating);
+        break;
+    default:
+        if (c->queued_op != OP_NONE) {
+            enum rec_op next = c->queued_op;
+            c->queued_op = OP_NONE;
+            rec_issue(c, next);
+        }
+        break;
+    }
+}
+
+static void on_rec_result(const struct cmn_recs_result *r, void *closure)
+{
+    (void)closure;
+    struct qw_call *c = r->token;
+    enum rec_op op = c->op;
+    c->op = OP_NONE;
+    if (c->zombie) {
+        zombie_free(c);
+        return;
+    }
+    if (r->status == CMN_OK && op != OP_CLAIM_GET && op != OP_CHECK)
+        c->rec.revision = r->revision;
+    switch (op) {
+    case OP_CLAIM_PUT:
+        if (r->status == CMN_OK)
+            claimed(c, r->revision);
+        else if (r->status == CMN_ERR_CONFLICT)
+            rec_issue(c, OP_CLAIM_GET);
+        else
+            hand_back(c, 1000, "call record unavailable, claim impossible");
+        return;
+    case OP_CLAIM_GET:
+        if (r->status == CMN_OK || r->status == CMN_ERR_NOT_FOUND)
+            claim_from(c, r->status == CMN_OK ? r->rec : NULL);
+        else
+            hand_back(c, 1000, "call record unavailable, claim impossible");
+        return;
+    case OP_CHECK:
+        on_check(c, r); /* may end the call; issues the queued write itself */
+        return;
+    case OP_REFRESH:
+        if (r->status == CMN_ERR_CONFLICT) {
+            check_after(c, OP_REFRESH);
+            return;
+        }
+        if (r->status != CMN_OK)
+            LOG_WARN(c->log_id, "lease in the call record not extended error=\"%s\"", r->detail);
+        break;
+    case OP_GUARD:
+    case OP_RETRY:
+    case OP_FINAL:
+    case OP_CANCEL_DONE:
+        if (r->status == CMN_ERR_CONFLICT) {
+            check_after(c, op);
+            return;
+        }
+        if (r->status != CMN_OK)
+            LOG_WARN(c->log_id, "call record not written error=\"%s\"; going on", r->detail);
+        if (op == OP_GUARD)
+            start_callback(c);
+        else if (op == OP_RETRY)
+            retry_nak(c);
+        else
+            confirm(c, c->terminating);
+        return;
+    case OP_NONE:
+        break;
+    }
+    if (c->op == OP_NONE && c->queued_op != OP_NONE) {
+        enum rec_op next = c->queued_op;
+        c->queued_op = OP_NONE;
+        rec_issue(c, next);
+    }
+}
+
+/* A cancel notice (any worker may hear it): the call, if held here, checks
+ * its record and stops when it says cancelled. */
+static void on_cancel_notice(const char *call_id, void *closure)
+{
+    struct qw_calls *set = closure;
+    for (struct qw_call *c = set->head; c != NULL; c = c->next) {
+        if (!c->claimed || c->cancelled || strcmp(c->call.call_id, call_id) != 0)
+            continue;
+        if (c->state != ST_INVOKING && c->state != ST_CALLBACK_WAIT)
+            continue;
+        if (c->op == OP_NONE)
+            check_after(c, OP_NONE);
+    }
+}
+
 /* ------------------------------------------------------------ invocation */
+
+/* Hands the call back for its next attempt after c->retry_delay_ms. */
+static void retry_nak(struct qw_call *c)
+{
+    struct cmn_err err;
+    if (cmn_jscons_nak(c->set->env.cons, c->msg, c->retry_delay_ms, &err) != CMN_OK)
+        LOG_ERROR(c->log_id, "nak failed error=\"%s\"; redelivered after ack_wait instead",
+                  tidy(err.msg));
+    call_end(c);
+}
 
 static void schedule_retry(struct qw_call *c)
 {
     struct qw_calls *set = c->set;
     const struct qw_config *cfg = set->env.cfg;
-    struct cmn_err err;
     int64_t delay = qw_retry_backoff_ms(c->attempt, cfg->initial_retry_wait_ms,
                                         cfg->max_retry_wait_ms, random_unit(set));
     const char *source = "backoff";
@@ -623,10 +1080,12 @@ static void schedule_retry(struct qw_call *c)
              "retry scheduled attempt=%" PRIu64 "/%" PRId64 " status=%d delay=%.3fs"
              " source=%s",
              c->attempt, cfg->max_retry_attempts + 1, c->status, (double)delay / 1000.0, source);
-    if (cmn_jscons_nak(set->env.cons, c->msg, delay, &err) != CMN_OK)
-        LOG_ERROR(c->log_id, "nak failed error=\"%s\"; redelivered after ack_wait instead",
-                  tidy(err.msg));
-    call_end(c);
+    c->retry_delay_ms = delay;
+    if (set->env.recs != NULL && c->claimed) {
+        rec_issue(c, OP_RETRY); /* the NAK follows */
+        return;
+    }
+    retry_nak(c);
 }
 
 static void on_invoke_done(struct qw_http_response *r, void *closure)
@@ -859,7 +1318,61 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
              c->call.function, c->attempt, body_len, seq);
     if (cfg->faas_print_body && body_len)
         log_body(c->log_id, "request", body, body_len);
+    int64_t now_ms = wall_ms();
+    if (c->call.not_before_ns / 1000000 > now_ms + 20) {
+        /* a delayed call: parked on the server (delayed NAK) until its time,
+         * holding no slot here; its record stays derived ("scheduled") */
+        char when[40];
+        int64_t wait = c->call.not_before_ns / 1000000 - now_ms;
+        LOG_INFO(c->log_id, "scheduled not_before=%s in=%.3fs",
+                 cmn_time_format(c->call.not_before_ns / 1000000, when, sizeof(when)),
+                 (double)wait / 1000.0);
+        if (cmn_jscons_nak(set->env.cons, msg, wait, &err) != CMN_OK)
+            LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
+        call_end(c);
+        return;
+    }
+    if (c->call.not_before_ns > 0 && c->attempt > 1)
+        c->attempt--; /* the delivery that parked it ran nothing */
+    if (set->env.recs != NULL) {
+        c->state = ST_CLAIMING;
+        if (c->attempt == 1)
+            claim_from(c, NULL); /* a first delivery: create the record */
+        else
+            rec_issue(c, OP_CLAIM_GET);
+        return;
+    }
+    run_claimed(c);
+}
+
+/* Older than max_call_age (from submission, or from its not-before time). */
+static bool too_old(const struct qw_call *c)
+{
+    int64_t max = c->set->env.cfg->max_call_age_ms;
+    if (max <= 0)
+        return false;
+    int64_t from = c->call.not_before_ns > c->call.start_ns ? c->call.not_before_ns
+                                                            : c->call.start_ns;
+    return wall_ms() - from / 1000000 > max;
+}
+
+/* The attempt is this worker's (claimed, or records off): run it. */
+static void run_claimed(struct qw_call *c)
+{
+    const struct qw_config *cfg = c->set->env.cfg;
     uint64_t budget = (uint64_t)cfg->max_retry_attempts + 1;
+    if (too_old(c)) {
+        char age[32];
+        c->expired = true;
+        c->status = 410;
+        snprintf(c->error, sizeof(c->error), "older than max_call_age %s",
+                 cmn_duration_format(cfg->max_call_age_ms, age, sizeof(age)));
+        c->dead_reason = "expired";
+        LOG_WARN(c->log_id, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
+                 c->status, c->error);
+        final_outcome(c);
+        return;
+    }
     if (c->attempt > budget + EXTRA_DELIVERIES) {
         c->status = 502;
         snprintf(c->error, sizeof(c->error),
@@ -891,6 +1404,11 @@ int64_t qw_calls_run_timers(struct qw_calls *set, int64_t now_ms)
             else
                 LOG_DEBUG(c->log_id, "lease renewed (+WPI)");
             c->next_wip_ms = now_ms + period;
+            /* the record's lease follows the server's */
+            if (set->env.recs != NULL && c->claimed && !c->cancelled &&
+                (c->state == ST_INVOKING || c->state == ST_CALLBACK ||
+                 c->state == ST_CALLBACK_WAIT))
+                rec_issue(c, OP_REFRESH);
         }
         if (c->next_wip_ms < next)
             next = c->next_wip_ms;
@@ -916,6 +1434,13 @@ void qw_calls_abort_all(struct qw_calls *set)
         struct cmn_err err;
         if (c->state == ST_SETTLING || c->state == ST_DEAD_LETTER)
             continue; /* settled already; only the server's answer is awaited */
+        if (c->state == ST_CLAIMING) {
+            if (cmn_jscons_nak(set->env.cons, c->msg, 0, &err) != CMN_OK)
+                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
+            LOG_WARN(c->log_id, "shutdown: handed back before it started");
+            call_end(c);
+            continue;
+        }
         qw_http_cancel(c->xfer);
         c->xfer = NULL;
         if (c->state == ST_INVOKING) {

@@ -30,6 +30,7 @@
 
 #include <stddef.h>
 #include <stdint.h>
+#include "cmn/callrec.h"
 #include "cmn/jsconsumer.h"
 #include "cmn/jspub.h"
 #include "cmn/metrics.h"
@@ -46,6 +47,8 @@ struct qw_call_env {
     const struct qw_config *cfg;
     struct cmn_jscons *cons; /* lease operations and confirmed acks */
     struct cmn_jspub *pub;   /* dead letters */
+    struct cmn_recs *recs;   /* call records; NULL = call_records=false */
+    const char *worker;      /* this worker's name in the records (host-pid) */
     struct qw_http *http;
     struct cmn_resolver *resolver; /* NULL when gateway_invoke */
     struct cmn_metrics *metrics;
@@ -75,7 +78,8 @@ void qw_calls_start(struct qw_calls *calls, struct cmn_js_msg **msg);
 int64_t qw_calls_run_timers(struct qw_calls *calls, int64_t now_ms);
 
 /* Runs the NATS outcomes that arrived (ack/term confirmations, dead-letter
- * publishes); call whenever the loop wakes. Main thread, never blocks. */
+ * publishes, call-record reads and writes, cancel notices); call whenever
+ * the loop wakes. Main thread, never blocks. */
 void qw_calls_collect(struct qw_calls *calls);
 
 /* Number of calls held (invoking, posting a callback or waiting to retry it,

@@ -59,6 +59,16 @@ static const struct cmn_config_entry table[] = {
      "callback POST attempts (back-off 1s, 2s, 4s ...) before giving up"},
     {"dead_letter_stream", CMN_CFG_STRING, "faas-request-dlq", 0, -1, F(dead_letter_stream), false,
      "stream receiving calls that exhausted their retries or cannot be decoded"},
+    {"call_records", CMN_CFG_BOOL, "true", 0, -1, F(call_records), false,
+     "claim each attempt in the call record (compare-and-set) so that exactly one worker runs it "
+     "and posts its callback; status and cancel need it; must match the gateway's"},
+    {"call_records_bucket", CMN_CFG_STRING, "faas-calls", 0, -1, F(call_records_bucket), false,
+     "JetStream key-value bucket of the call records"},
+    {"call_record_ttl", CMN_CFG_DURATION, "24h", 60 * SEC, 365LL * 86400 * SEC,
+     F(call_record_ttl_ms), false, "how long a call record is kept after its last change"},
+    {"max_call_age", CMN_CFG_DURATION, "0", 0, 365LL * 86400 * SEC, F(max_call_age_ms), false,
+     "a call older than this (since submission, or since its not-before time) is not started "
+     "again: dead-lettered with reason expired; 0 = no limit"},
     {"stream_replicas", CMN_CFG_INT, "1", 1, 5, F(stream_replicas), false,
      "replicas of the streams and the consumer (3 on a JetStream cluster)"},
     {"max_ack_pending", CMN_CFG_INT, "-1", -1, 100000000, F(max_ack_pending), false,

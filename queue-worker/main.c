@@ -42,6 +42,8 @@ struct worker {
     struct cmn_nats *nats;
     struct cmn_jscons *cons;
     struct cmn_jspub *pub;
+    struct cmn_recs *recs;
+    char worker_name[CMN_REC_WORKER_MAX];
     struct qw_http *http;
     struct cmn_resolver *resolver;
     struct cmn_metrics *metrics;
@@ -392,6 +394,7 @@ static void shutdown_worker(struct worker *w)
     for (int64_t i = 0; w->queue && i < w->queue_len; i++)
         cmn_js_msg_free(w->queue[i]);
     qw_calls_free(w->calls);
+    cmn_recs_free(w->recs);
     cmn_jscons_free(w->cons);
     cmn_jspub_free(w->pub);
     cmn_nats_free(w->nats);
@@ -466,6 +469,8 @@ static int start(struct worker *w)
         .replicas = (int)cfg->stream_replicas,
         .dead_letter_stream =
             cfg->dead_letter_stream && cfg->dead_letter_stream[0] ? cfg->dead_letter_stream : NULL,
+        .records_bucket = cfg->call_records ? cfg->call_records_bucket : NULL,
+        .record_ttl_ms = cfg->call_record_ttl_ms,
         .durable = cfg->faas_nats_queue_group,
         .manage_consumer = true,
         .ack_wait_ms = cfg->ack_wait_ms,
@@ -511,8 +516,24 @@ static int start(struct worker *w)
         LOG_ERROR(NULL, "nats: %s", err.msg);
         return 1;
     }
+    if (cfg->call_records) {
+        struct cmn_recs_config rc = {
+            .bucket = cfg->call_records_bucket,
+            .timeout_ms = 5000,
+            .watch_cancels = true,
+            .wake = wake_loop,
+            .closure = w,
+        };
+        if (cmn_recs_new(w->nats, &rc, &w->recs, &err) != CMN_OK) {
+            LOG_ERROR(NULL, "call records: %s", err.msg);
+            return 1;
+        }
+    }
+    snprintf(w->worker_name, sizeof(w->worker_name), "%.80s-%d", host, (int)getpid());
     env.cons = w->cons;
     env.pub = w->pub;
+    env.recs = w->recs;
+    env.worker = w->worker_name;
     w->calls = qw_calls_new(&env);
     if (!w->calls) {
         LOG_ERROR(NULL, "out of memory");

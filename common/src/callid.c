@@ -26,7 +26,8 @@ bool cmn_callid_valid(const char *id)
     if (id == NULL)
         return false;
     size_t len = strlen(id);
-    if (len == 0 || len > CMN_CALLID_MAX - 1)
+    if (len == 0 || len > CMN_CALLID_MAX - 1 || id[0] == '.' || id[len - 1] == '.' ||
+        strstr(id, "..") != NULL)
         return false;
     for (size_t i = 0; i < len; i++) {
         char c = id[i];

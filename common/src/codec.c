@@ -81,6 +81,12 @@ static enum cmn_status encode_into(const struct cmn_call *call, cmn_header_sink 
     if (call->callback_url != NULL &&
         (st = add_checked(sink, arg, CMN_HDR_CALLBACK, call->callback_url, err)) != CMN_OK)
         return st;
+    if (call->not_before_ns > 0) {
+        char nb[32];
+        snprintf(nb, sizeof(nb), "%" PRId64, call->not_before_ns);
+        if ((st = add_checked(sink, arg, CMN_HDR_NOT_BEFORE, nb, err)) != CMN_OK)
+            return st;
+    }
     /* NATS refuses a header block over 64 KiB; say so as a client error
      * instead of failing later as a broker error. */
     size_t block = 0;
@@ -158,7 +164,10 @@ enum cmn_status cmn_call_decode(const struct cmn_headers *in, struct cmn_call *c
     enum cmn_status st = CMN_OK;
 
     const char *version = cmn_headers_get(in, CMN_HDR_VERSION);
-    const char *id = cmn_headers_get(in, CMN_HDR_MSG_ID);
+    /* a re-driven dead letter names its call id apart from its Nats-Msg-Id */
+    const char *id = cmn_headers_get(in, CMN_HDR_CALL_ID);
+    if (id == NULL)
+        id = cmn_headers_get(in, CMN_HDR_MSG_ID);
     const char *function = cmn_headers_get(in, CMN_HDR_FUNCTION);
     const char *method = cmn_headers_get(in, CMN_HDR_METHOD);
     const char *start = cmn_headers_get(in, CMN_HDR_START);
@@ -196,6 +205,16 @@ enum cmn_status cmn_call_decode(const struct cmn_headers *in, struct cmn_call *c
     }
     snprintf(c.call_id, sizeof(c.call_id), "%s", id);
     c.start_ns = start_ns;
+    const char *nb = cmn_headers_get(in, CMN_HDR_NOT_BEFORE);
+    if (nb != NULL && nb[0] != '\0') {
+        errno = 0;
+        long long v = strtoll(nb, &end, 10);
+        if (end == nb || *end != '\0' || errno != 0 || v < 0) {
+            st = cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s \"%.32s\"", CMN_HDR_NOT_BEFORE, nb);
+            goto out;
+        }
+        c.not_before_ns = v;
+    }
     const char *path = cmn_headers_get(in, CMN_HDR_PATH);
     const char *query = cmn_headers_get(in, CMN_HDR_QUERY);
     const char *callback = cmn_headers_get(in, CMN_HDR_CALLBACK);

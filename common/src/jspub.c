@@ -185,7 +185,13 @@ enum cmn_status cmn_jspub_call(struct cmn_jspub *pub, const struct cmn_call *cal
     char reply[200];
     uint64_t id = tracker_reply_subject(pub->tracker, reply, sizeof(reply));
     struct msg_sink ms = {.msg = NULL, .bytes = 16 + strlen(reply), .status = NATS_OK};
-    natsStatus s = natsMsg_Create(&ms.msg, pub->subject, reply, body, (int)body_len);
+    /* "<stream>.<call id>": the call can be found by its id while it waits */
+    char subject[512];
+    if (!cmn_callid_valid(call->call_id) ||
+        snprintf(subject, sizeof(subject), "%s.%s", pub->subject, call->call_id) >=
+            (int)sizeof(subject))
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "invalid call id");
+    natsStatus s = natsMsg_Create(&ms.msg, subject, reply, body, (int)body_len);
     if (s != NATS_OK)
         return cmn_nats_err(err, s, "build message");
     /* encoding errors (400 for the gateway) come before availability (503) */

@@ -26,7 +26,7 @@
 
 struct cmn_nats {
     struct cmn_nats_config cfg; /* strings below are owned copies */
-    char *url, *client_name, *stream, *dlq, *durable;
+    char *url, *client_name, *stream, *dlq, *durable, *bucket;
     natsOptions *opts;
     natsConnection *nc;
 
@@ -316,7 +316,19 @@ static json_t *desired_stream(const struct cmn_nats *n, const char *name, bool w
 {
     json_t *c = json_object();
     json_object_set_new(c, "name", json_string(name));
-    json_object_set_new(c, "subjects", json_pack("[s]", name));
+    if (work_queue) {
+        /* a call is published on "<stream>.<call id>", so that its record can
+         * be derived from the stream while it waits (cmn/callrec.h); the bare
+         * name stays for publishers of earlier versions */
+        char any[300];
+        snprintf(any, sizeof(any), "%s.>", name);
+        json_object_set_new(c, "subjects", json_pack("[ss]", name, any));
+    } else {
+        json_object_set_new(c, "subjects", json_pack("[s]", name));
+    }
+    /* direct gets: status lookups and dead-letter listings read single
+     * messages with their headers */
+    json_object_set_new(c, "allow_direct", json_true());
     json_object_set_new(c, "retention", json_string(work_queue ? "workqueue" : "limits"));
     json_object_set_new(c, "storage", json_string("file"));
     json_object_set_new(c, "num_replicas", json_integer(n->cfg.replicas));
@@ -407,14 +419,25 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
     }
     char changes[600] = "", a[40], b[40];
     json_t *update = json_deep_copy(have);
-    if (!has_subject(have, name)) {
+    json_t *want_subs = json_object_get(want, "subjects");
+    size_t si;
+    json_t *sv;
+    json_array_foreach(want_subs, si, sv)
+    {
+        const char *subj = json_string_value(sv);
+        if (has_subject(have, subj))
+            continue;
         json_t *subs = json_object_get(update, "subjects");
         if (!json_is_array(subs)) {
             subs = json_array();
             json_object_set_new(update, "subjects", subs);
         }
-        json_array_append_new(subs, json_string(name));
-        note_change(changes, sizeof(changes), "subjects", "(without it)", name);
+        json_array_append_new(subs, json_string(subj));
+        note_change(changes, sizeof(changes), "subjects", "(without it)", subj);
+    }
+    if (!json_is_true(json_object_get(have, "allow_direct"))) {
+        note_change(changes, sizeof(changes), "allow_direct", "false", "true");
+        json_object_set_new(update, "allow_direct", json_true());
     }
     int64_t hv = jint(have, "num_replicas", 1), wv = n->cfg.replicas;
     if ((hv <= 0 ? 1 : hv) != wv) {
@@ -475,6 +498,109 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
         } else {
             char detail[800];
             snprintf(detail, sizeof(detail), "stream %s updated: %s", name, changes);
+            emit(n, CMN_NATS_CHANGED, detail);
+        }
+    }
+    json_decref(update);
+out:
+    json_decref(want);
+    api_reply_free(&r);
+    return out;
+}
+
+/* The call-record bucket: a JetStream key-value bucket as nats.c and the nats
+ * CLI create it (stream KV_<bucket>, subjects $KV.<bucket>.>, history 1),
+ * with the record TTL as max_age. */
+static json_t *desired_bucket(const struct cmn_nats *n, const char *stream)
+{
+    char subj[300];
+    snprintf(subj, sizeof(subj), "$KV.%s.>", n->bucket);
+    json_t *c = json_object();
+    json_object_set_new(c, "name", json_string(stream));
+    json_object_set_new(c, "subjects", json_pack("[s]", subj));
+    json_object_set_new(c, "retention", json_string("limits"));
+    json_object_set_new(c, "storage", json_string("file"));
+    json_object_set_new(c, "num_replicas", json_integer(n->cfg.replicas));
+    json_object_set_new(c, "discard", json_string("new"));
+    json_object_set_new(c, "max_consumers", json_integer(-1));
+    json_object_set_new(c, "max_msgs", json_integer(-1));
+    json_object_set_new(c, "max_bytes", json_integer(-1));
+    json_object_set_new(c, "max_msg_size", json_integer(-1));
+    json_object_set_new(c, "max_msgs_per_subject", json_integer(1));
+    json_object_set_new(c, "max_age", json_integer(n->cfg.record_ttl_ms * 1000000));
+    int64_t dup = n->cfg.record_ttl_ms < 120000 ? n->cfg.record_ttl_ms : 120000;
+    json_object_set_new(c, "duplicate_window", json_integer(dup * 1000000));
+    json_object_set_new(c, "allow_direct", json_true());
+    json_object_set_new(c, "allow_rollup_hdrs", json_true());
+    json_object_set_new(c, "deny_delete", json_true());
+    json_object_set_new(c, "deny_purge", json_false());
+    return c;
+}
+
+static enum rec reconcile_bucket(struct cmn_nats *n, struct cmn_err *err)
+{
+    char stream[300], subject[400];
+    snprintf(stream, sizeof(stream), "KV_%s", n->bucket);
+    struct api_reply r;
+    enum rec out = REC_OK;
+    snprintf(subject, sizeof(subject), "$JS.API.STREAM.INFO.%s", stream);
+    if (api(n, subject, NULL, &r, err) != CMN_OK)
+        return REC_RETRY;
+    json_t *want = desired_bucket(n, stream);
+    if (r.code == 404 || r.err_code == JSStreamNotFoundErr) {
+        api_reply_free(&r);
+        snprintf(subject, sizeof(subject), "$JS.API.STREAM.CREATE.%s", stream);
+        if (api(n, subject, want, &r, err) != CMN_OK)
+            out = REC_RETRY;
+        else if (r.code != 0 && r.err_code != JSStreamNameExistErr)
+            out = api_failure(err, "create call-record bucket", &r);
+        goto out;
+    }
+    if (r.code != 0) {
+        out = api_failure(err, "bucket info", &r);
+        goto out;
+    }
+    json_t *have = json_object_get(r.doc, "config");
+    if (!json_is_object(have)) {
+        cmn_err_set(err, CMN_ERR_NATS, 0, "stream %s: info without config", stream);
+        out = REC_RETRY;
+        goto out;
+    }
+    char changes[400] = "", a[40], b[40];
+    json_t *update = json_deep_copy(have);
+    const char *fields[] = {"num_replicas", "max_age", "max_msgs_per_subject"};
+    for (size_t i = 0; i < 3; i++) {
+        int64_t hv = jint(have, fields[i], 0), wv = jint(want, fields[i], 0);
+        if (i == 0 && hv <= 0)
+            hv = 1;
+        if (hv == wv)
+            continue;
+        if (i == 1) {
+            fmt_ns(hv, a, sizeof(a));
+            fmt_ns(wv, b, sizeof(b));
+            /* the duplicate window may not exceed max_age */
+            json_object_set(update, "duplicate_window", json_object_get(want, "duplicate_window"));
+        } else {
+            fmt_int(hv, a, sizeof(a));
+            fmt_int(wv, b, sizeof(b));
+        }
+        note_change(changes, sizeof(changes), fields[i], a, b);
+        json_object_set(update, fields[i], json_object_get(want, fields[i]));
+    }
+    if (!json_is_true(json_object_get(have, "allow_direct"))) {
+        note_change(changes, sizeof(changes), "allow_direct", "false", "true");
+        json_object_set_new(update, "allow_direct", json_true());
+    }
+    if (changes[0] != '\0') {
+        api_reply_free(&r);
+        snprintf(subject, sizeof(subject), "$JS.API.STREAM.UPDATE.%s", stream);
+        if (api(n, subject, update, &r, err) != CMN_OK) {
+            out = REC_RETRY;
+        } else if (r.code != 0) {
+            out = api_failure(err, "update call-record bucket", &r);
+        } else {
+            char detail[600];
+            snprintf(detail, sizeof(detail), "stream %s updated: %s", stream, changes);
             emit(n, CMN_NATS_CHANGED, detail);
         }
     }
@@ -684,6 +810,8 @@ static enum rec reconcile_all(struct cmn_nats *n, struct cmn_err *err)
     enum rec r = reconcile_stream(n, n->stream, true, err);
     if (r == REC_OK && n->dlq != NULL)
         r = reconcile_stream(n, n->dlq, false, err);
+    if (r == REC_OK && n->bucket != NULL)
+        r = reconcile_bucket(n, err);
     if (r == REC_OK && n->durable != NULL && n->cfg.manage_consumer)
         r = reconcile_consumer(n, err);
     return r;
@@ -842,6 +970,7 @@ enum cmn_status cmn_nats_open(const struct cmn_nats_config *config, struct cmn_n
     n->client_name = strdup(config->client_name ? config->client_name : "cfaas");
     n->stream = strdup(config->stream);
     n->dlq = dup_or_null(config->dead_letter_stream);
+    n->bucket = dup_or_null(config->records_bucket);
     n->durable = dup_or_null(config->durable);
     if (n->url == NULL || n->client_name == NULL || n->stream == NULL) {
         st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
@@ -851,6 +980,7 @@ enum cmn_status cmn_nats_open(const struct cmn_nats_config *config, struct cmn_n
     n->cfg.client_name = n->client_name;
     n->cfg.stream = n->stream;
     n->cfg.dead_letter_stream = n->dlq;
+    n->cfg.records_bucket = n->bucket;
     n->cfg.durable = n->durable;
 
     int64_t ping = config->ping_interval_ms > 0 ? config->ping_interval_ms : 2000;
@@ -948,6 +1078,7 @@ void cmn_nats_free(struct cmn_nats *n)
     free(n->client_name);
     free(n->stream);
     free(n->dlq);
+    free(n->bucket);
     free(n->durable);
     free(n);
 }

@@ -80,6 +80,8 @@ struct tracker_result {
     int sends;              /* how many times it went out */
     char label[136];        /* the submitter's label (call id) */
     char detail[200];
+    void *payload; /* what classify parsed for the owner (NULL = none); freed with
+                      payload_free after the completion callback ran */
 };
 
 /* Interprets one reply (borrowed) into `r` (status, detail, ...). */
@@ -100,6 +102,7 @@ struct tracker_config {
      * CMN_ERR_UNAVAILABLE instead of sending (an ack whose stream was
      * re-created would hit another message with the same sequence). */
     bool (*still_valid)(uint64_t tag, void *closure);
+    void (*payload_free)(void *payload); /* frees tracker_result.payload; NULL = free() */
     void (*wake)(void *closure); /* any thread: completions are waiting */
     void *wake_closure;
 };

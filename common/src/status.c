@@ -16,6 +16,7 @@ static const char *const status_names[] = {
     [CMN_ERR_TOO_LARGE] = "CMN_ERR_TOO_LARGE",
     [CMN_ERR_UNAVAILABLE] = "CMN_ERR_UNAVAILABLE",
     [CMN_ERR_DUPLICATE] = "CMN_ERR_DUPLICATE",
+    [CMN_ERR_CONFLICT] = "CMN_ERR_CONFLICT",
 };
 _Static_assert(sizeof(status_names) / sizeof(status_names[0]) == CMN_STATUS_COUNT,
                "status_names must name every enum cmn_status value");

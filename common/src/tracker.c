@@ -171,6 +171,16 @@ static void wake_owner(struct tracker *t)
         t->cfg.wake(t->cfg.wake_closure);
 }
 
+static void payload_release(struct tracker *t, void *payload)
+{
+    if (payload == NULL)
+        return;
+    if (t->cfg.payload_free != NULL)
+        t->cfg.payload_free(payload);
+    else
+        free(payload);
+}
+
 /* ---- replies (nats.c subscription thread) -------------------------------- */
 
 static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
@@ -190,6 +200,7 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
     memset(&r, 0, sizeof(r));
     enum tracker_verdict v = t->cfg.classify(msg, &r, t->cfg.classify_closure);
     natsMsg_Destroy(msg);
+    void *unused = r.payload; /* cleared below when a completion takes it */
     bool wake = false;
     struct req *late = NULL;
     pthread_mutex_lock(&t->mu);
@@ -210,6 +221,7 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
         q->r.sends = sends;
         q->r.token = token;
         memcpy(q->r.label, label, sizeof(label));
+        unused = NULL;
         wake = finish_locked(t, q);
     } else if (q != NULL && q->state == R_SENT) {
         /* transient refusal: pause, then the thread sends it again */
@@ -235,6 +247,7 @@ static void on_reply(natsConnection *nc, natsSubscription *sub, natsMsg *msg, vo
         t->done_tail = late;
     }
     pthread_mutex_unlock(&t->mu);
+    payload_release(t, unused);
     if (wake)
         wake_owner(t);
 }
@@ -474,6 +487,7 @@ void tracker_free(struct tracker *t)
     for (struct req *q = t->done_head, *next; q != NULL; q = next) {
         next = q->done_next;
         natsMsg_Destroy(q->msg);
+        payload_release(t, q->r.payload);
         free(q);
     }
     for (struct plain *p = t->plain_head, *next; p != NULL; p = next) {
@@ -579,6 +593,8 @@ size_t tracker_complete(struct tracker *t,
     while (list != NULL) {
         struct req *next = list->done_next;
         cb(&list->r, closure);
+        payload_release(t, list->r.payload);
+        list->r.payload = NULL;
         pthread_mutex_lock(&t->mu);
         bool busy = list->sending;
         if (busy)

@@ -27,6 +27,11 @@
 #define CMN_HDR_QUERY "Faas-Query"
 #define CMN_HDR_CALLBACK "Faas-Callback-Url"
 #define CMN_HDR_START "Faas-Start-Time"
+/* Optional: run no earlier than this (ns since the Unix epoch; delayed calls). */
+#define CMN_HDR_NOT_BEFORE "Faas-Not-Before"
+/* Optional: the call id when Nats-Msg-Id is not it (a re-driven dead letter is
+ * published under "<call id>.r<n>" so that the duplicate window keeps it). */
+#define CMN_HDR_CALL_ID "Faas-Call-Id"
 /* Dead-letter additions (written by the worker when it dead-letters a call). */
 #define CMN_HDR_DEAD_REASON "Faas-Dead-Reason"
 #define CMN_HDR_LAST_STATUS "Faas-Last-Status"
@@ -42,6 +47,7 @@ struct cmn_call {
     char *query;                /* raw, without '?', may be "" */
     char *callback_url;         /* NULL when none */
     int64_t start_ns;           /* submission time, ns since the Unix epoch */
+    int64_t not_before_ns;      /* delayed call: not run before (ns since the epoch), 0 = now */
     struct cmn_headers headers; /* the request headers to replay (no Faas-/Nats-, no hop-by-hop) */
 };
 

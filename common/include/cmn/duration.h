@@ -4,6 +4,8 @@
 #ifndef CMN_DURATION_H
 #define CMN_DURATION_H
 
+#include <stdbool.h>
+#include <stddef.h>
 #include <stdint.h>
 #include "cmn/status.h"
 
@@ -16,5 +18,16 @@ enum cmn_status cmn_duration_parse_ms(const char *text, int64_t *out_ms, struct 
 /* Formats `ms` Go-style ("1m5s", "500ms", "0s") into `buf` of `size` bytes.
  * Returns `buf`. Any thread. */
 char *cmn_duration_format(int64_t ms, char *buf, size_t size);
+
+/* Formats wall-clock `ms` (since the Unix epoch) as an RFC 3339 UTC time with
+ * milliseconds, "2026-12-02T05:01:02.123Z", into `buf` (>= 25 bytes).
+ * Returns `buf`. Any thread. */
+char *cmn_time_format(int64_t ms, char *buf, size_t size);
+
+/* Parses an RFC 3339 date-time (RFC 3339 §5.6: "2026-12-02T05:01:02Z", an
+ * optional fraction, "Z" or a +hh:mm / -hh:mm offset; 't' and 'z' accepted)
+ * into ms since the Unix epoch (fraction below 1 ms dropped). Returns false
+ * for anything else, including out-of-range fields. Pure, any thread. */
+bool cmn_time_parse(const char *text, int64_t *out_ms);
 
 #endif

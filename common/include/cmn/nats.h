@@ -1,6 +1,6 @@
 /* NATS connection and JetStream set-up: the connection to a server list, the
  * keeper thread that creates and reconciles the work-queue stream, the
- * dead-letter stream and the shared durable consumer, and the queue-depth
+ * dead-letter stream, the call-record bucket and the shared durable consumer, and the queue-depth
  * figures it refreshes every few seconds.
  *
  * Threads: cmn_nats_open/free on the program's main thread; everything else
@@ -53,6 +53,8 @@ struct cmn_nats_config {
     int64_t duplicate_window_ms;    /* stream duplicate window */
     int replicas;                   /* streams and consumer, 1..5 */
     const char *dead_letter_stream; /* NULL = none; a limits stream */
+    const char *records_bucket;     /* call-record KV bucket; NULL = none */
+    int64_t record_ttl_ms;          /* its records' lifetime (records_bucket) */
     const char *durable;            /* consumer name; NULL = none */
     bool manage_consumer;           /* true: create and reconcile it; false: only read its state */
     int64_t ack_wait_ms;            /* consumer ack wait (manage_consumer) */

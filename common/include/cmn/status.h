@@ -19,6 +19,7 @@ enum cmn_status {
     CMN_ERR_TOO_LARGE,   /* input over a configured limit */
     CMN_ERR_UNAVAILABLE, /* a dependency (NATS) is not connected */
     CMN_ERR_DUPLICATE,   /* JetStream reported a duplicate message id */
+    CMN_ERR_CONFLICT,    /* compare-and-set lost: the record changed since it was read */
     CMN_STATUS_COUNT
 };
 
