@@ -771,6 +771,46 @@ static enum cmn_status delete_msg(struct cmn_recq *q, const char *stream, uint64
     return ok ? CMN_OK : CMN_ERR_NATS;
 }
 
+/* Publishes an empty copy of the waiting call `call_id` without its
+ * not-before time (Nats-Msg-Id "<id>.c"); true once stored. */
+static bool requeue_now(struct cmn_recq *q, const char *call_id, struct cmn_err *err)
+{
+    char json[SUBJECT_MAX + 40], subject[SUBJECT_MAX], msg_id[CMN_CALLID_MAX + 8];
+    snprintf(json, sizeof(json), "{\"last_by_subj\":\"%s.%s\"}", q->stream, call_id);
+    natsMsg *orig = NULL, *m = NULL, *reply = NULL;
+    if (direct_get(q, q->stream, json, &orig, err) != CMN_OK)
+        return false;
+    struct cmn_headers h;
+    cmn_headers_init(&h);
+    enum cmn_status st = cmn_nats_msg_headers(orig, &h, err);
+    snprintf(subject, sizeof(subject), "%s.%s", q->stream, call_id);
+    snprintf(msg_id, sizeof(msg_id), "%s.c", call_id);
+    natsStatus s = natsMsg_Create(&m, subject, NULL, NULL, 0);
+    for (size_t i = 0; st == CMN_OK && s == NATS_OK && i < h.count; i++) {
+        const char *name = h.items[i].name;
+        if (strncasecmp(name, "Nats-", 5) == 0 || strcasecmp(name, CMN_HDR_NOT_BEFORE) == 0 ||
+            strcasecmp(name, CMN_HDR_CALL_ID) == 0 || h.items[i].value[0] == '\0')
+            continue;
+        s = natsMsgHeader_Add(m, name, h.items[i].value);
+    }
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, CMN_HDR_MSG_ID, msg_id);
+    if (s == NATS_OK)
+        s = natsMsgHeader_Set(m, CMN_HDR_CALL_ID, call_id);
+    bool ok = false;
+    if (st == CMN_OK && s == NATS_OK && request_msg(q, m, &reply, err) == CMN_OK) {
+        bool retry = false;
+        char detail[200];
+        uint64_t rev = 0;
+        ok = read_put_reply(reply, &rev, &retry, detail, sizeof(detail)) == CMN_OK;
+    }
+    cmn_headers_free(&h);
+    natsMsg_Destroy(orig);
+    natsMsg_Destroy(m);
+    natsMsg_Destroy(reply);
+    return ok;
+}
+
 static void notify_cancel(struct cmn_recq *q, const char *call_id)
 {
     char subject[SUBJECT_MAX];
@@ -817,11 +857,14 @@ enum cmn_status cmn_recq_cancel(struct cmn_recq *q, const char *call_id, const c
             return st;
         r.revision = rev;
         /* A waiting call nobody needs to hear about is removed at once; one
-         * with a callback stays, so that a worker posts the cancellation. */
-        if (seq != 0 && r.callback == CMN_CB_NONE) {
-            struct cmn_err ignored;
+         * with a callback stays, so that a worker posts the cancellation (a
+         * delayed one is replaced by an empty copy due now, so that the
+         * cancellation is not posted only when the call would have run). */
+        struct cmn_err ignored;
+        if (seq != 0 && r.callback == CMN_CB_NONE)
             delete_msg(q, q->stream, seq, &ignored);
-        }
+        else if (seq != 0 && r.not_before_ms > wall_ms() && requeue_now(q, call_id, &ignored))
+            delete_msg(q, q->stream, seq, &ignored);
         notify_cancel(q, call_id);
         *out = r;
         return CMN_OK;
