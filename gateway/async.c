@@ -261,7 +261,8 @@ static bool delay_of(const struct gw_req *r, int64_t *out_ms, char *text, size_t
         errno = 0;
         long long v = strtoll(delay, &end, 10);
         if (end == delay || *end != '\0' || errno != 0 || v < 0 || v > GW_ASYNC_MAX_DELAY_S) {
-            snprintf(text, size, "invalid X-Delay-Seconds: use whole seconds from 0 to %d (30 days)",
+            snprintf(text, size,
+                     "invalid X-Delay-Seconds: use whole seconds from 0 to %d (30 days)",
                      GW_ASYNC_MAX_DELAY_S);
             return false;
         }

@@ -475,11 +475,11 @@ int main(int argc, char **argv)
     }
     gw_async_set_nats(gw.async, gw.nats, gw.pub);
     struct gw_records_config reccfg = {.base = gw.base,
-                                     .nats = gw.cfg.call_records ? gw.nats : NULL,
-                                     .bucket = gw.cfg.call_records_bucket,
-                                     .stream = gw.cfg.faas_nats_channel,
-                                     .dead_letter_stream = gw.cfg.dead_letter_stream,
-                                     .max_jobs = 1024};
+                                       .nats = gw.cfg.call_records ? gw.nats : NULL,
+                                       .bucket = gw.cfg.call_records_bucket,
+                                       .stream = gw.cfg.faas_nats_channel,
+                                       .dead_letter_stream = gw.cfg.dead_letter_stream,
+                                       .max_jobs = 1024};
     if (gw_records_new(&reccfg, &gw.records, &err) != CMN_OK) {
         LOG_ERROR(NULL, "start-up: %s", err.msg);
         goto out;

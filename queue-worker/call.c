@@ -51,14 +51,14 @@ enum call_state {
 /* The call-record operation in flight for a call (one at a time). */
 enum rec_op {
     OP_NONE,
-    OP_CLAIM_PUT,    /* claim the attempt (compare-and-set) */
-    OP_CLAIM_GET,    /* read the record to decide how to claim */
-    OP_REFRESH,      /* extend the lease while the call runs */
-    OP_CHECK,        /* read after a conflict or a cancel notice */
-    OP_GUARD,        /* confirm the claim right before posting the callback */
-    OP_RETRY,        /* record a retryable failure, then NAK */
-    OP_FINAL,        /* record the final state, then ack or term */
-    OP_CANCEL_DONE,  /* a cancelled call: record the callback outcome, then ack */
+    OP_CLAIM_PUT,   /* claim the attempt (compare-and-set) */
+    OP_CLAIM_GET,   /* read the record to decide how to claim */
+    OP_REFRESH,     /* extend the lease while the call runs */
+    OP_CHECK,       /* read after a conflict or a cancel notice */
+    OP_GUARD,       /* confirm the claim right before posting the callback */
+    OP_RETRY,       /* record a retryable failure, then NAK */
+    OP_FINAL,       /* record the final state, then ack or term */
+    OP_CANCEL_DONE, /* a cancelled call: record the callback outcome, then ack */
 };
 
 struct qw_call {
@@ -95,10 +95,10 @@ struct qw_call {
     enum rec_op queued_op; /* issued once the one in flight is answered */
     enum rec_op check_of;  /* OP_CHECK: the write that conflicted (OP_NONE: a notice) */
     int claim_rounds;
-    bool claimed;   /* this worker holds the current attempt in the record */
-    bool cancelled; /* the record says cancelled */
-    bool expired;   /* older than max_call_age */
-    bool zombie;    /* ended while an operation was in flight: freed by its answer */
+    bool claimed;            /* this worker holds the current attempt in the record */
+    bool cancelled;          /* the record says cancelled */
+    bool expired;            /* older than max_call_age */
+    bool zombie;             /* ended while an operation was in flight: freed by its answer */
     int64_t next_refresh_ms; /* monotonic */
     int64_t retry_delay_ms;  /* OP_RETRY: the NAK delay */
 };
@@ -805,9 +805,10 @@ static void claim_from(struct qw_call *c, const struct cmn_rec *stored)
             return;
         }
         if (cmn_call_state_final(stored->state)) {
-            LOG_WARN(c->log_id, "delivered again delivery=%" PRIu64 " but the call is %s already; "
-                     "acknowledged without running", c->attempt,
-                     cmn_call_state_name(stored->state));
+            LOG_WARN(c->log_id,
+                     "delivered again delivery=%" PRIu64 " but the call is %s already; "
+                     "acknowledged without running",
+                     c->attempt, cmn_call_state_name(stored->state));
             seq_remember(c->set, c);
             confirm(c, false);
             return;
@@ -828,8 +829,8 @@ static void claim_from(struct qw_call *c, const struct cmn_rec *stored)
         snprintf(next.function, sizeof(next.function), "%s", c->call.function);
         next.submitted_ms = c->call.start_ns / 1000000;
         next.not_before_ms = c->call.not_before_ns / 1000000;
-        next.callback = c->call.callback_url && c->call.callback_url[0] ? CMN_CB_PENDING
-                                                                         : CMN_CB_NONE;
+        next.callback =
+            c->call.callback_url && c->call.callback_url[0] ? CMN_CB_PENDING : CMN_CB_NONE;
         c->expect = 0;
     }
     if (++c->claim_rounds > 5) {
@@ -898,8 +899,7 @@ static void rec_issue(struct qw_call *c, enum rec_op op)
             r->status = c->status;
         r->duration_s = c->seconds;
     }
-    snprintf(r->write_id, sizeof(r->write_id), "%.40s#%" PRIu64, set->env.worker,
-             ++set->writes);
+    snprintf(r->write_id, sizeof(r->write_id), "%.40s#%" PRIu64, set->env.worker, ++set->writes);
     c->op = op;
     st = cmn_recs_put(set->env.recs, r, expected, c, &err);
 sent:
@@ -935,8 +935,7 @@ static void on_check(struct qw_call *c, const struct cmn_recs_result *r)
         return;
     } else if (of == OP_NONE) {
         /* a cancel notice for a call the record does not say is cancelled */
-        if (strcmp(r->rec->worker, c->set->env.worker) != 0 ||
-            r->rec->attempt != c->rec.attempt) {
+        if (strcmp(r->rec->worker, c->set->env.worker) != 0 || r->rec->attempt != c->rec.attempt) {
             lost(c, r->rec);
             return;
         }
@@ -1351,8 +1350,8 @@ static bool too_old(const struct qw_call *c)
     int64_t max = c->set->env.cfg->max_call_age_ms;
     if (max <= 0)
         return false;
-    int64_t from = c->call.not_before_ns > c->call.start_ns ? c->call.not_before_ns
-                                                            : c->call.start_ns;
+    int64_t from =
+        c->call.not_before_ns > c->call.start_ns ? c->call.not_before_ns : c->call.start_ns;
     return wall_ms() - from / 1000000 > max;
 }
 

@@ -32,10 +32,10 @@ struct qw_config {
     int64_t callback_timeout_ms;
     int64_t callback_max_attempts;
     char *dead_letter_stream;
-    bool call_records;          /* claim and complete every attempt in the call record */
-    char *call_records_bucket;  /* KV bucket of the records */
-    int64_t call_record_ttl_ms; /* record lifetime after its last change */
-    int64_t max_call_age_ms;    /* older calls are not started again; 0 = no limit */
+    bool call_records;             /* claim and complete every attempt in the call record */
+    char *call_records_bucket;     /* KV bucket of the records */
+    int64_t call_record_ttl_ms;    /* record lifetime after its last change */
+    int64_t max_call_age_ms;       /* older calls are not started again; 0 = no limit */
     int64_t stream_replicas;       /* streams, consumer: 1..5 */
     int64_t max_ack_pending;       /* consumer cap, -1 = none */
     int64_t nats_ping_interval_ms; /* a server silent for 2 pings is dropped */

@@ -26,7 +26,7 @@
 #define SUBJECT_MAX 512
 
 static const char *const state_names[] = {
-    "queued", "scheduled", "running", "retrying", "succeeded",
+    "queued", "scheduled", "running", "retrying",      "succeeded",
     "failed", "cancelled", "expired", "dead-lettered",
 };
 _Static_assert(sizeof(state_names) / sizeof(state_names[0]) == CMN_CALL_STATE_COUNT,
@@ -376,8 +376,7 @@ static enum tracker_verdict classify_rec(natsMsg *reply, struct tracker_result *
     return TRACKER_DONE;
 }
 
-static void on_cancel_notice(natsConnection *nc, natsSubscription *sub, natsMsg *msg,
-                             void *closure)
+static void on_cancel_notice(natsConnection *nc, natsSubscription *sub, natsMsg *msg, void *closure)
 {
     (void)nc;
     (void)sub;
@@ -478,8 +477,8 @@ static enum cmn_status submit(struct cmn_recs *recs, uint64_t id, natsMsg *m, na
         natsMsg_Destroy(m);
         return cmn_nats_err(err, s, "build record message");
     }
-    return tracker_submit(recs->tracker, id, &m, cmn_nats_now_ms() + recs->timeout_ms, token,
-                          label, 0, err);
+    return tracker_submit(recs->tracker, id, &m, cmn_nats_now_ms() + recs->timeout_ms, token, label,
+                          0, err);
 }
 
 enum cmn_status cmn_recs_get(struct cmn_recs *recs, const char *call_id, void *token,
@@ -659,8 +658,7 @@ static enum cmn_status kv_read(struct cmn_recq *q, const char *call_id, struct c
     st = read_kv_reply(m, out, detail, sizeof(detail));
     natsMsg_Destroy(m);
     if (st != CMN_OK)
-        return cmn_err_set(err, st, 0, "record %s: %s", call_id,
-                           detail[0] ? detail : "not found");
+        return cmn_err_set(err, st, 0, "record %s: %s", call_id, detail[0] ? detail : "not found");
     return CMN_OK;
 }
 
@@ -1053,8 +1051,8 @@ static bool find_visit(natsMsg **m, uint64_t seq, void *arg)
     return false;
 }
 
-static enum cmn_status find_dead_letter(struct cmn_recq *q, const char *call_id,
-                                        struct dl_find *f, struct cmn_err *err)
+static enum cmn_status find_dead_letter(struct cmn_recq *q, const char *call_id, struct dl_find *f,
+                                        struct cmn_err *err)
 {
     memset(f, 0, sizeof(*f));
     f->call_id = call_id;

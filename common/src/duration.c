@@ -201,8 +201,12 @@ bool cmn_time_parse(const char *text, int64_t *out_ms)
     }
     if (*p != '\0')
         return false;
-    struct tm tm = {.tm_year = y - 1900, .tm_mon = mo - 1, .tm_mday = d,
-                    .tm_hour = h, .tm_min = mi, .tm_sec = sec > 59 ? 59 : sec};
+    struct tm tm = {.tm_year = y - 1900,
+                    .tm_mon = mo - 1,
+                    .tm_mday = d,
+                    .tm_hour = h,
+                    .tm_min = mi,
+                    .tm_sec = sec > 59 ? 59 : sec};
     time_t t = timegm(&tm);
     if (t == (time_t)-1)
         return false;

@@ -103,7 +103,7 @@ struct tracker_config {
      * re-created would hit another message with the same sequence). */
     bool (*still_valid)(uint64_t tag, void *closure);
     void (*payload_free)(void *payload); /* frees tracker_result.payload; NULL = free() */
-    void (*wake)(void *closure); /* any thread: completions are waiting */
+    void (*wake)(void *closure);         /* any thread: completions are waiting */
     void *wake_closure;
 };
 

@@ -69,6 +69,12 @@ static void test_valid(void)
 
     CHECK(!cmn_callid_valid(""));
     CHECK(!cmn_callid_valid("a b"));
+    /* a token of NATS subjects: no empty tokens */
+    CHECK(cmn_callid_valid("order-42.v1"));
+    CHECK(!cmn_callid_valid(".a"));
+    CHECK(!cmn_callid_valid("a."));
+    CHECK(!cmn_callid_valid("a..b"));
+    CHECK(!cmn_callid_valid("."));
     CHECK(!cmn_callid_valid("a\n"));
     CHECK(!cmn_callid_valid("a\r\nX: y"));
     CHECK(!cmn_callid_valid("a/b"));

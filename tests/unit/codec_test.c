@@ -310,8 +310,49 @@ static void test_decode_rejects(void)
     expect_decode_invalid(NULL, CMN_HDR_MSG_ID, "", __LINE__);
 }
 
+/* Faas-Not-Before (delayed calls) and Faas-Call-Id (re-driven dead letters). */
+static void test_not_before_and_call_id(void)
+{
+    struct cmn_call in, out;
+    struct cmn_headers w;
+    struct cmn_err err = {0};
+    cmn_call_init(&in);
+    snprintf(in.call_id, sizeof in.call_id, "id-9");
+    in.function = strdup("figlet");
+    in.method = strdup("POST");
+    in.start_ns = 1700000000000000000LL;
+    in.not_before_ns = 1700000060000000000LL;
+    cmn_headers_init(&w);
+    CHECK(cmn_call_encode(&in, &w, &err) == CMN_OK);
+    CHECK_STR(cmn_headers_get(&w, CMN_HDR_NOT_BEFORE), "1700000060000000000");
+    cmn_call_init(&out);
+    CHECK(cmn_call_decode(&w, &out, &err) == CMN_OK);
+    CHECK(out.not_before_ns == 1700000060000000000LL);
+    cmn_call_free(&out);
+    /* a re-drive: Nats-Msg-Id is not the call id, Faas-Call-Id is */
+    cmn_headers_set(&w, CMN_HDR_MSG_ID, "id-9.r12");
+    cmn_headers_set(&w, CMN_HDR_CALL_ID, "id-9");
+    cmn_call_init(&out);
+    CHECK(cmn_call_decode(&w, &out, &err) == CMN_OK);
+    CHECK_STR(out.call_id, "id-9");
+    cmn_call_free(&out);
+    cmn_call_free(&in);
+    cmn_headers_free(&w);
+    /* no not-before header: 0 */
+    wire_with(&w, NULL, NULL, NULL);
+    cmn_call_init(&out);
+    CHECK(cmn_call_decode(&w, &out, &err) == CMN_OK);
+    CHECK(out.not_before_ns == 0);
+    cmn_call_free(&out);
+    cmn_headers_free(&w);
+    expect_decode_invalid(NULL, CMN_HDR_NOT_BEFORE, "soon", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_NOT_BEFORE, "-5", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_CALL_ID, "a..b", __LINE__);
+}
+
 int main(void)
 {
+    test_not_before_and_call_id();
     test_round_trip();
     test_encode_appends();
     test_empty_path_query_no_callback();

@@ -109,10 +109,60 @@ static void test_format(void)
     }
 }
 
+static void test_time(void)
+{
+    char buf[40];
+    int64_t ms = -1;
+    CHECK_STR(cmn_time_format(0, buf, sizeof buf), "1970-01-01T00:00:00.000Z");
+    CHECK_STR(cmn_time_format(1796186638996, buf, sizeof buf), "2026-12-02T04:43:58.996Z");
+    CHECK(cmn_time_parse("2026-12-02T04:43:58.996Z", &ms));
+    CHECK_INT(ms, 1796186638996);
+    CHECK(cmn_time_parse("2026-12-02T04:43:58Z", &ms));
+    CHECK_INT(ms, 1796186638000);
+    CHECK(cmn_time_parse("2026-12-02t05:43:58.5+01:00", &ms));
+    CHECK_INT(ms, 1796186638500);
+    CHECK(cmn_time_parse("2026-12-01T23:43:58.123456789-05:00", &ms));
+    CHECK_INT(ms, 1796186638123);
+    CHECK(cmn_time_parse("2024-02-29T00:00:00Z", &ms));
+    static const char *const bad[] = {
+        "",
+        "tomorrow",
+        "2026-12-02",
+        "2026-12-02T04:43:58",
+        "2026-13-01T00:00:00Z",
+        "2026-02-30T00:00:00Z",
+        "2025-02-29T00:00:00Z",
+        "2026-12-02T24:00:00Z",
+        "2026-12-02T04:43:58.Z",
+        "2026-12-02T04:43:58Zx",
+        "2026-12-02 04:43:58Z",
+        "2026-12-02T04:43:58+0100",
+        "2026-12-02T04:43:58+25:00",
+        "20261202T044358Z",
+    };
+    for (size_t i = 0; i < sizeof bad / sizeof bad[0]; i++) {
+        int64_t v = -7;
+        check_total++;
+        if (cmn_time_parse(bad[i], &v) || v != -7) {
+            check_failures++;
+            fprintf(stderr, "%s:%d: \"%s\" parsed as %lld\n", __FILE__, __LINE__, bad[i],
+                    (long long)v);
+        }
+    }
+    /* format then parse gives the value back */
+    static const int64_t values[] = {1, 999, 1796186638996, 4102444800000};
+    for (size_t i = 0; i < sizeof values / sizeof values[0]; i++) {
+        int64_t back = -1;
+        CHECK(cmn_time_parse(cmn_time_format(values[i], buf, sizeof buf), &back));
+        CHECK_INT(back, values[i]);
+    }
+}
+
 int main(void)
 {
     test_parse();
     test_null_err();
     test_format();
+    test_time();
     return check_report("duration_test");
 }

@@ -72,19 +72,19 @@ struct cmn_rec {
     char call_id[CMN_CALLID_MAX];
     char function[CMN_REC_FUNCTION_MAX]; /* as submitted: "name" or "name.namespace" */
     enum cmn_call_state state;
-    int attempt;    /* invocations started so far */
-    int status;     /* the last function status (502/504 for transport/timeout), 0 = none */
-    int redriven;   /* times re-driven from the dead-letter stream */
+    int attempt;  /* invocations started so far */
+    int status;   /* the last function status (502/504 for transport/timeout), 0 = none */
+    int redriven; /* times re-driven from the dead-letter stream */
     int64_t submitted_ms;
-    int64_t not_before_ms; /* delayed call: not run before, 0 = none */
-    int64_t started_ms;    /* the first invocation */
-    int64_t finished_ms;   /* reached a final state */
+    int64_t not_before_ms;  /* delayed call: not run before, 0 = none */
+    int64_t started_ms;     /* the first invocation */
+    int64_t finished_ms;    /* reached a final state */
     int64_t lease_until_ms; /* running: its worker's lease; another worker may take over after */
     double duration_s;      /* the last invocation */
     enum cmn_callback_state callback;
-    int callback_status;                /* the receiver's last status, 0 = none */
-    char worker[CMN_REC_WORKER_MAX];    /* the worker holding or last holding it */
-    char reason[CMN_REC_REASON_MAX];    /* cancelled / expired / dead-lettered: why */
+    int callback_status;                 /* the receiver's last status, 0 = none */
+    char worker[CMN_REC_WORKER_MAX];     /* the worker holding or last holding it */
+    char reason[CMN_REC_REASON_MAX];     /* cancelled / expired / dead-lettered: why */
     char write_id[CMN_REC_WRITE_ID_MAX]; /* unique per write: tells a writer its own write */
     uint64_t revision; /* KV revision (stream sequence) when read; 0 = derived, not stored */
 };
@@ -111,9 +111,9 @@ char *cmn_recs_cancel_subject(const char *bucket, char *buf, size_t size);
 struct cmn_recs;
 
 struct cmn_recs_config {
-    const char *bucket;  /* copied */
-    int64_t timeout_ms;  /* each operation's deadline; 0 = 5000 */
-    bool watch_cancels;  /* subscribe to cancel notices (cmn_recs_cancels) */
+    const char *bucket;          /* copied */
+    int64_t timeout_ms;          /* each operation's deadline; 0 = 5000 */
+    bool watch_cancels;          /* subscribe to cancel notices (cmn_recs_cancels) */
     void (*wake)(void *closure); /* any thread: outcomes or notices are waiting */
     void *closure;
 };

@@ -72,13 +72,12 @@ enum cmn_status cmn_jspub_new(struct cmn_nats *nats, const struct cmn_jspub_conf
 void cmn_jspub_free(struct cmn_jspub *pub);
 
 /* Publishes `call` (borrowed, wire format of cmn/codec.h, its call id becomes
- * the Nats-Msg-Id) on "<subject>.<call id>" with `body` (copied, `body_len` bytes). On CMN_OK exactly
- * one completion carries `token`; on error none. Errors: CMN_ERR_INVALID (the
- * call cannot be encoded), CMN_ERR_TOO_LARGE (over the server's max payload),
- * CMN_ERR_UNAVAILABLE (NATS unreachable for longer than timeout_ms, or
- * max_pending reached), CMN_ERR_NOMEM. While connected (even while the
- * keeper reconciles) or briefly disconnected, the publish is taken and
- * retried within its deadline. */
+ * the Nats-Msg-Id) on "<subject>.<call id>" with `body` (copied, `body_len` bytes). On CMN_OK
+ * exactly one completion carries `token`; on error none. Errors: CMN_ERR_INVALID (the call cannot
+ * be encoded), CMN_ERR_TOO_LARGE (over the server's max payload), CMN_ERR_UNAVAILABLE (NATS
+ * unreachable for longer than timeout_ms, or max_pending reached), CMN_ERR_NOMEM. While connected
+ * (even while the keeper reconciles) or briefly disconnected, the publish is taken and retried
+ * within its deadline. */
 enum cmn_status cmn_jspub_call(struct cmn_jspub *pub, const struct cmn_call *call, const void *body,
                                size_t body_len, void *token, struct cmn_err *err);
 
