@@ -98,6 +98,7 @@ struct qw_call {
     bool claimed;            /* this worker holds the current attempt in the record */
     bool cancelled;          /* the record says cancelled */
     bool expired;            /* older than max_call_age */
+    bool releasing;          /* shutdown: the claim is given up (OP_RETRY) before the NAK */
     bool zombie;             /* ended while an operation was in flight: freed by its answer */
     int64_t next_refresh_ms; /* monotonic */
     int64_t retry_delay_ms;  /* OP_RETRY: the NAK delay */
@@ -878,7 +879,7 @@ static void rec_issue(struct qw_call *c, enum rec_op op)
         r->lease_until_ms = now + cfg->ack_wait_ms;
         break;
     case OP_RETRY:
-        r->state = CMN_CALL_RETRYING;
+        r->state = c->releasing ? CMN_CALL_QUEUED : CMN_CALL_RETRYING;
         r->lease_until_ms = 0;
         break;
     case OP_FINAL:
@@ -894,7 +895,7 @@ static void rec_issue(struct qw_call *c, enum rec_op op)
     case OP_NONE:
         return;
     }
-    if (op == OP_GUARD || op == OP_RETRY || op == OP_FINAL) {
+    if (op == OP_GUARD || (op == OP_RETRY && !c->releasing) || op == OP_FINAL) {
         if (!c->cancelled && c->status > 0)
             r->status = c->status;
         r->duration_s = c->seconds;
@@ -983,12 +984,20 @@ static void on_rec_result(const struct cmn_recs_result *r, void *closure)
         c->rec.revision = r->revision;
     switch (op) {
     case OP_CLAIM_PUT:
-        if (r->status == CMN_OK)
+        if (r->status == CMN_OK) {
             claimed(c, r->revision);
-        else if (r->status == CMN_ERR_CONFLICT)
+        } else if (r->status == CMN_ERR_CONFLICT) {
             rec_issue(c, OP_CLAIM_GET);
-        else
+        } else if (r->full) {
+            /* JetStream is out of storage: running the queued calls is what
+             * frees it, so run without a claim (at-least-once, like
+             * call_records=false) rather than block the queue */
+            LOG_WARN(c->log_id, "call record not written (JetStream storage full): running "
+                                "without a claim");
+            run_claimed(c);
+        } else {
             hand_back(c, 1000, "call record unavailable, claim impossible");
+        }
         return;
     case OP_CLAIM_GET:
         if (r->status == CMN_OK || r->status == CMN_ERR_NOT_FOUND)
@@ -1444,13 +1453,19 @@ void qw_calls_abort_all(struct qw_calls *set)
         c->xfer = NULL;
         if (c->state == ST_INVOKING) {
             double s = (double)(qw_now_ns() - c->received_ns) / 1e9;
-            if (cmn_jscons_nak(set->env.cons, c->msg, 0, &err) != CMN_OK)
-                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
             LOG_WARN(c->log_id,
                      "shutdown: invocation aborted after %.3fs, handed back for "
                      "another worker",
                      s);
-            call_end(c);
+            c->retry_delay_ms = 0;
+            if (set->env.recs != NULL && c->claimed && !c->cancelled) {
+                /* give the claim up first, or the next replica would wait
+                 * for this worker's lease to run out */
+                c->releasing = true;
+                rec_issue(c, OP_RETRY); /* the NAK follows */
+                continue;
+            }
+            retry_nak(c);
         } else {
             qw_http_response_free(&c->cb_resp);
             /* the function already ran: settle rather than run it again */

@@ -239,10 +239,11 @@ static enum cmn_status read_kv_reply(natsMsg *m, struct cmn_rec *out, char *deta
 
 /* A publish answer to a put: CMN_OK (revision), CMN_ERR_CONFLICT, or an
  * error; `*retry` is set for transient refusals. */
-static enum cmn_status read_put_reply(natsMsg *m, uint64_t *revision, bool *retry, char *detail,
-                                      size_t size)
+static enum cmn_status read_put_reply(natsMsg *m, uint64_t *revision, bool *retry, bool *full,
+                                      char *detail, size_t size)
 {
     *retry = false;
+    *full = false;
     if (natsMsg_IsNoResponders(m)) {
         snprintf(detail, size, "no responders (bucket missing or without leader)");
         *retry = true;
@@ -263,6 +264,10 @@ static enum cmn_status read_put_reply(natsMsg *m, uint64_t *revision, bool *retr
         snprintf(detail, size, "%s (err_code %d)", d ? d : "refused", js);
         if (js == WRONG_LAST_SEQUENCE) {
             st = CMN_ERR_CONFLICT;
+        } else if (js == JSStorageResourcesExceededErr || js == JSInsufficientResourcesErr ||
+                   js == JSStreamStoreFailedErr) {
+            st = CMN_ERR_UNAVAILABLE;
+            *full = true;
         } else {
             st = CMN_ERR_NATS;
             *retry = code == 503 || js == JSStreamNotFoundErr;
@@ -365,10 +370,11 @@ static enum tracker_verdict classify_rec(natsMsg *reply, struct tracker_result *
         }
         return TRACKER_DONE;
     }
-    bool retry = false;
+    bool retry = false, full = false;
     uint64_t rev = 0;
-    r->status = read_put_reply(reply, &rev, &retry, r->detail, sizeof(r->detail));
+    r->status = read_put_reply(reply, &rev, &retry, &full, r->detail, sizeof(r->detail));
     r->seq = rev;
+    r->full = full;
     if (retry) {
         cmn_nats_kick(recs->nats, "call records: bucket refused a write for now");
         return TRACKER_RETRY;
@@ -519,6 +525,7 @@ static void relay_result(const struct tracker_result *r, void *closure)
         .status = r->status,
         .rec = p != NULL && p->has_rec ? &p->rec : NULL,
         .revision = r->seq,
+        .full = r->full,
         .sends = r->sends,
         .detail = r->detail,
     };
@@ -675,10 +682,10 @@ static enum cmn_status kv_write(struct cmn_recq *q, const struct cmn_rec *rec, u
     natsMsg_Destroy(m);
     if (st != CMN_OK)
         return st;
-    bool retry = false;
+    bool retry = false, full = false;
     char detail[200] = "";
     uint64_t rev = 0;
-    st = read_put_reply(reply, &rev, &retry, detail, sizeof(detail));
+    st = read_put_reply(reply, &rev, &retry, &full, detail, sizeof(detail));
     natsMsg_Destroy(reply);
     if (st != CMN_OK)
         return cmn_err_set(err, st, 0, "record %s: %s", rec->call_id, detail);
@@ -797,10 +804,10 @@ static bool requeue_now(struct cmn_recq *q, const char *call_id, struct cmn_err 
         s = natsMsgHeader_Set(m, CMN_HDR_CALL_ID, call_id);
     bool ok = false;
     if (st == CMN_OK && s == NATS_OK && request_msg(q, m, &reply, err) == CMN_OK) {
-        bool retry = false;
+        bool retry = false, full = false;
         char detail[200];
         uint64_t rev = 0;
-        ok = read_put_reply(reply, &rev, &retry, detail, sizeof(detail)) == CMN_OK;
+        ok = read_put_reply(reply, &rev, &retry, &full, detail, sizeof(detail)) == CMN_OK;
     }
     cmn_headers_free(&h);
     natsMsg_Destroy(orig);
@@ -1146,10 +1153,10 @@ enum cmn_status cmn_recq_redrive(struct cmn_recq *q, const char *call_id, struct
     if (st == CMN_OK)
         st = request_msg(q, m, &reply, err);
     if (st == CMN_OK) {
-        bool retry = false;
+        bool retry = false, full = false;
         char detail[200] = "";
         uint64_t rev = 0;
-        st = read_put_reply(reply, &rev, &retry, detail, sizeof(detail));
+        st = read_put_reply(reply, &rev, &retry, &full, detail, sizeof(detail));
         if (st != CMN_OK)
             cmn_err_set(err, st, 0, "re-drive refused: %s", detail);
     }

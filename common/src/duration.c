@@ -210,6 +210,10 @@ bool cmn_time_parse(const char *text, int64_t *out_ms)
     time_t t = timegm(&tm);
     if (t == (time_t)-1)
         return false;
-    *out_ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
+    int64_t ms = ((int64_t)t - (int64_t)offset_min * 60) * 1000 + frac_ms;
+    /* years 0000..9999 once the offset is applied, so that it formats back */
+    if (ms < -62167219200000LL || ms > 253402300799999LL)
+        return false;
+    *out_ms = ms;
     return true;
 }

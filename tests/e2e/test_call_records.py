@@ -40,6 +40,19 @@ def wait_state(stack, cid, states, timeout=20.0):
     return seen["rec"]
 
 
+def wait_cancelled_and_posted(stack, cid, timeout=20.0):
+    """A cancelled record is final at once; the callback's outcome is written after the
+    receiver answered: wait for both."""
+    box = {}
+
+    def ok():
+        box["rec"] = record(stack, cid).json()
+        return box["rec"]["state"] == "cancelled" and box["rec"]["callback"] == "posted"
+
+    harness.wait_until(ok, timeout, desc="record %s cancelled, callback posted (%r)" % (cid, box))
+    return box["rec"]
+
+
 def cancel(stack, cid, route="async-function"):
     return requests.delete(stack.gw + "/%s/%s" % (route, cid), timeout=10)
 
@@ -148,8 +161,7 @@ def test_cancel_queued_call_never_runs(stack):
     assert stack.ledger.count("echo", without_cb) == 0
     assert stack.ledger.count("echo", keep) == 1
     assert stack.sink.count(with_cb) == 1 and stack.sink.count(without_cb) == 0
-    rec = wait_state(stack, with_cb, "cancelled")
-    assert rec["callback"] == "posted", rec
+    wait_cancelled_and_posted(stack, with_cb)
     assert record(stack, without_cb).json()["state"] == "cancelled"
     again = cancel(stack, with_cb)
     assert again.status_code == 409, (again.status_code, again.text)
@@ -174,8 +186,7 @@ def test_cancel_running_call_aborts_within_a_second(stack):
     assert took < 1.0, "cancel took %.3f s to reach the worker" % took
     assert cb["headers"].get("X-Call-State") == "cancelled"
     assert stack.workers[0].log_lines_with("invocation aborted"), stack.workers[0].tail()
-    rec = wait_state(stack, cid, "cancelled")
-    assert rec["callback"] == "posted"
+    wait_cancelled_and_posted(stack, cid)
     wait_queue_drained(stack.nats, 15)
     assert stack.sink.count(cid) == 1
 

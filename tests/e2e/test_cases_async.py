@@ -200,8 +200,9 @@ def test_a06_sub_path_kept_on_both_worker_routes(stack, invoke):
 
 
 def test_a07_async_non_post_is_405_and_post_replays_post(stack):
-    """A7: GET and PUT on /async-function -> 405 with Allow: POST, nothing enqueued;
-    POST -> the function sees method=POST."""
+    """A7: GET and PUT on /async-function -> 405 with Allow: POST, DELETE (DELETE cancels a
+    call by id, OpenFaaS Pro's route), nothing enqueued; POST -> the function sees
+    method=POST."""
     stack.start(workers=1, fixtures=("env",))
     harness.wait_until(lambda: stack.nats.stream_state("faas-request") is not None, 15,
                        desc="stream created")
@@ -210,7 +211,8 @@ def test_a07_async_non_post_is_405_and_post_replays_post(stack):
         r = requests.request(method, stack.gw + "/async-function/env", data=b"x", timeout=10,
                              headers={"X-Callback-Url": stack.sink.url})
         assert r.status_code == 405, (method, r.status_code, r.text)
-        assert [m.strip().upper() for m in r.headers.get("Allow", "").split(",")] == ["POST"]
+        allow = [m.strip().upper() for m in r.headers.get("Allow", "").split(",")]
+        assert allow == ["POST", "DELETE"], r.headers
     r = stack.async_call("env", body=b"x")
     cid = assert_202(r)
     [cb] = stack.sink.wait_for(1, 30, call_id=cid)

@@ -151,6 +151,7 @@ struct cmn_recs_result {
     enum cmn_status status;
     const struct cmn_rec *rec; /* get with CMN_OK; else NULL */
     uint64_t revision;         /* put with CMN_OK: the new revision */
+    bool full;                 /* CMN_ERR_UNAVAILABLE: JetStream storage is full */
     int sends;
     const char *detail;
 };
