@@ -372,6 +372,23 @@ size_t qw_calls_count(const struct qw_calls *set)
 
 /* -------------------------------------------------------------- settling */
 
+/* The work of the call is done, only NATS's answers are awaited: its bodies
+ * go and its max_inflight slot is given to the next call (a round trip per
+ * call must not cap the drain rate). */
+static void release_slot(struct qw_call *c)
+{
+    struct qw_calls *set = c->set;
+    qw_http_response_free(&c->resp);
+    qw_http_response_free(&c->cb_resp);
+    cmn_headers_free(&c->req_headers);
+    cmn_headers_free(&c->cb_headers);
+    if (c->slot_released)
+        return;
+    c->slot_released = true;
+    if (set->env.on_slot_free)
+        set->env.on_slot_free(set->env.closure);
+}
+
 /* The final ack or term: sent by the consumer's thread, re-sent until the
  * server confirms it or the lease would be over. The call stays (keeping its
  * lease renewed, counted as held for the drain) until then, but its slot is
@@ -392,14 +409,7 @@ static void confirm(struct qw_call *c, bool term)
         call_end(c);
         return;
     }
-    /* the bodies are not needed any more */
-    qw_http_response_free(&c->resp);
-    qw_http_response_free(&c->cb_resp);
-    cmn_headers_free(&c->req_headers);
-    cmn_headers_free(&c->cb_headers);
-    c->slot_released = true;
-    if (set->env.on_slot_free)
-        set->env.on_slot_free(set->env.closure);
+    release_slot(c);
 }
 
 static void on_confirmed(struct qw_call *c, const struct cmn_jscons_result *r)
@@ -491,7 +501,9 @@ static void finish(struct qw_call *c, bool term)
 {
     if (c->set->env.recs != NULL && c->claimed) {
         c->terminating = term;
-        rec_issue(c, OP_FINAL);
+        c->state = ST_SETTLING;
+        release_slot(c);        /* first: the write may end the call at once */
+        rec_issue(c, OP_FINAL); /* the ack follows */
         return;
     }
     confirm(c, term);

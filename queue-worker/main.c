@@ -479,6 +479,7 @@ static int start(struct worker *w)
         .reconnect_wait_ms = cfg->faas_reconnect_delay_ms,
         .ping_interval_ms = cfg->nats_ping_interval_ms,
         .refresh_interval_ms = 1000,
+        .send_asap = true, /* each step of a call is a round trip: no 1 ms batching delay */
         .on_event = on_nats_event,
         .closure = w,
     };

@@ -1005,6 +1005,10 @@ enum cmn_status cmn_nats_open(const struct cmn_nats_config *config, struct cmn_n
         s = natsOptions_SetPingInterval(n->opts, ping);
     if (s == NATS_OK)
         s = natsOptions_SetMaxPingsOut(n->opts, 2);
+    /* nats.c's flusher waits 1 ms before it writes buffered publishes: a
+     * round trip per call step (fetch, claim, outcome) costs that much each */
+    if (s == NATS_OK && config->send_asap)
+        s = natsOptions_SetSendAsap(n->opts, true);
     if (s == NATS_OK)
         s = natsOptions_SetDisconnectedCB(n->opts, on_disconnected, n);
     if (s == NATS_OK)

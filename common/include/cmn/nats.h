@@ -64,6 +64,8 @@ struct cmn_nats_config {
     int64_t ping_interval_ms;       /* a silent server is dropped after 2 missed pings */
     int64_t refresh_interval_ms;    /* stream/consumer state refresh; 0 = 2000 */
     int64_t request_timeout_ms;     /* JetStream API requests of the keeper; 0 = 2000 */
+    bool send_asap;                 /* write every publish at once (latency) instead of letting
+                                       nats.c's flusher batch them after 1 ms (throughput) */
     cmn_nats_event_cb on_event;     /* may be NULL */
     void *closure;
 };
