@@ -37,6 +37,9 @@
  * confirmation before the worker exits anyway (they are then redelivered). */
 #define SETTLE_GRACE_MS 2000
 
+/* Up to this max_inflight the worker's publishes are written at once. */
+#define SEND_ASAP_MAX_INFLIGHT 8
+
 struct worker {
     struct qw_config cfg;
     struct cmn_nats *nats;
@@ -479,7 +482,11 @@ static int start(struct worker *w)
         .reconnect_wait_ms = cfg->faas_reconnect_delay_ms,
         .ping_interval_ms = cfg->nats_ping_interval_ms,
         .refresh_interval_ms = 1000,
-        .send_asap = true, /* each step of a call is a round trip: no 1 ms batching delay */
+        /* With few calls in flight each step of a call (fetch, claim,
+         * outcome) is a round trip the worker waits for: write publishes at
+         * once. With many, nats.c's batching (its flusher writes after 1 ms)
+         * costs less CPU than a write per publish (measured: docs/benchmarks.md). */
+        .send_asap = cfg->max_inflight <= SEND_ASAP_MAX_INFLIGHT,
         .on_event = on_nats_event,
         .closure = w,
     };
