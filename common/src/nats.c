@@ -599,7 +599,7 @@ static enum rec reconcile_bucket(struct cmn_nats *n, struct cmn_err *err)
         } else if (r.code != 0) {
             out = api_failure(err, "update call-record bucket", &r);
         } else {
-            char detail[600];
+            char detail[800];
             snprintf(detail, sizeof(detail), "stream %s updated: %s", stream, changes);
             emit(n, CMN_NATS_CHANGED, detail);
         }
