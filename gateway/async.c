@@ -19,6 +19,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "cmn/callid.h"
+#include "cmn/cbrules.h"
 #include "cmn/duration.h"
 #include "cmn/codec.h"
 #include "cmn/headers.h"
@@ -354,6 +355,21 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
         count(as, fn_label, 400);
         gw_req_reply_text(r, 400, text);
         goto out;
+    }
+    if (callback != NULL && !cmn_cbrules_open(as->config.callback_rules)) {
+        char host[256];
+        int port = 0;
+        if (!cmn_callback_url_host(callback, host, sizeof(host), &port)) {
+            snprintf(text, sizeof(text), "invalid X-Callback-Url: host too long");
+        } else if (cmn_cbrules_check_host(as->config.callback_rules, host, port, text,
+                                          sizeof(text)) != CMN_CB_DENIED) {
+            text[0] = '\0'; /* allowed, or decided by the worker on the resolved address */
+        }
+        if (text[0] != '\0') {
+            count(as, fn_label, 400);
+            gw_req_reply_text(r, 400, text);
+            goto out;
+        }
     }
 
     int64_t not_before_ms = 0;

@@ -31,16 +31,18 @@ struct gw_async;
 #define GW_ASYNC_MAX_DELAY_S 2592000
 
 struct gw_records;
+struct cmn_cbrules;
 
 struct gw_async_config {
-    struct event_base *base;       /* bound: must outlive the module */
-    struct cmn_resolver *resolver; /* bound */
-    struct cmn_metrics *metrics;   /* bound; NULL = no metrics */
-    const char *default_ns;        /* copied */
-    int64_t max_body_bytes;        /* larger bodies get 413 */
-    int64_t publish_timeout_ms;    /* the publisher's decision deadline (for logs) */
-    struct gw_records *records;    /* bound; NULL = call records off (no DELETE route);
-                                      see gw_async_set_records */
+    struct event_base *base;                  /* bound: must outlive the module */
+    struct cmn_resolver *resolver;            /* bound */
+    struct cmn_metrics *metrics;              /* bound; NULL = no metrics */
+    const char *default_ns;                   /* copied */
+    int64_t max_body_bytes;                   /* larger bodies get 413 */
+    int64_t publish_timeout_ms;               /* the publisher's decision deadline (for logs) */
+    const struct cmn_cbrules *callback_rules; /* bound; NULL = any destination */
+    struct gw_records *records;               /* bound; NULL = call records off (no DELETE route);
+                                                 see gw_async_set_records */
 };
 
 /* Creates the module (no NATS yet: see gw_async_set_js). `*out` is new

@@ -23,6 +23,7 @@
 #include "cmn/metrics.h"
 #include "cmn/resolver.h"
 #include "async.h"
+#include "cmn/cbrules.h"
 #include "records.h"
 #include "proxy.h"
 #include "request.h"
@@ -43,6 +44,7 @@ struct gw_config {
     char *faas_nats_channel;
     char *faas_nats_queue_group;
     char *dead_letter_stream;
+    char *callback_allowlist;
     bool call_records;
     char *call_records_bucket;
     int64_t call_record_ttl;
@@ -86,6 +88,9 @@ static const struct cmn_config_entry config_table[] = {
      false, "the workers' durable consumer, whose backlog the queue gauges export"},
     {"dead_letter_stream", CMN_CFG_STRING, "faas-request-dlq", NO_RANGE, OFF(dead_letter_stream),
      false, "dead-letter stream (created like the worker does; its size is exported)"},
+    {"callback_allowlist", CMN_CFG_STRING, "", NO_RANGE, OFF(callback_allowlist), false,
+     "allowed X-Callback-Url destinations: host, host:port, *.domain, address, CIDR, comma "
+     "separated; empty = any (warned at start); others get 400"},
     {"call_records", CMN_CFG_BOOL, "true", NO_RANGE, OFF(call_records), false,
      "keep a record per call (status, cancel, exactly one callback); must match the workers'"},
     {"call_records_bucket", CMN_CFG_STRING, "faas-calls", NO_RANGE, OFF(call_records_bucket), false,
@@ -149,6 +154,7 @@ struct gateway {
     struct gw_async *async;
     struct gw_system *system;
     struct gw_records *records;
+    struct cmn_cbrules *callback_rules;
     struct gw_server *server;
     struct evhttp *metrics_http;
     struct event *sig_term, *sig_int, *sig_hup;
@@ -338,6 +344,7 @@ static void shutdown_all(struct gateway *gw)
     if (gw->drain_tick != NULL)
         event_free(gw->drain_tick);
     cmn_resolver_free(gw->resolver);
+    cmn_cbrules_free(gw->callback_rules);
     cmn_metrics_free(gw->metrics);
     if (gw->base != NULL)
         event_base_free(gw->base);
@@ -428,7 +435,16 @@ int main(int argc, char **argv)
                                    .upstream_timeout_ms = gw.cfg.upstream_timeout,
                                    .max_idle_per_upstream = 256,
                                    .max_response_bytes = gw.cfg.max_response_bytes};
+    if (cmn_cbrules_parse(gw.cfg.callback_allowlist, &gw.callback_rules, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "%s", err.msg);
+        rc = 2;
+        goto out;
+    }
+    if (cmn_cbrules_open(gw.callback_rules))
+        LOG_WARN(NULL, "callback_allowlist is empty: X-Callback-Url may name any destination, "
+                       "including internal services");
     struct gw_async_config acfg = {.base = gw.base,
+                                   .callback_rules = gw.callback_rules,
                                    .resolver = gw.resolver,
                                    .metrics = gw.metrics,
                                    .default_ns = gw.cfg.function_namespace,

@@ -14,6 +14,7 @@
 #include <unistd.h>
 
 #include "cmn/codec.h"
+#include "cmn/url.h"
 #include "cmn/duration.h"
 #include "cmn/log.h"
 #include "cmn/name.h"
@@ -38,6 +39,7 @@
 #define M_CALLBACKS "queue_worker_callbacks_total"
 #define M_CALLBACK_FAILURES "queue_worker_callback_failures_total"
 #define M_UNCONFIRMED "queue_worker_ack_unconfirmed_total"
+#define M_CALLBACK_REFUSED "queue_worker_callbacks_refused_total"
 
 enum call_state {
     ST_CLAIMING,      /* claiming the attempt in the call record */
@@ -182,18 +184,42 @@ static int64_t wip_period_ms(const struct qw_config *cfg)
     return p > 0 ? p : 1;
 }
 
-/* Userinfo ("user:secret@") of a URL is replaced by "***@" for logging. */
+/* A URL as logged: userinfo ("user:secret@") becomes "***@" and every query
+ * value "***" (tokens often travel there), unless write_debug is on. */
 static const char *redact_url(const char *url, char *buf, size_t size)
 {
     const char *scheme = strstr(url, "://");
-    if (!scheme)
+    if (!scheme || size < 8)
         return url;
     const char *host = scheme + 3;
     size_t auth_len = strcspn(host, "/?#");
     const char *at = memchr(host, '@', auth_len);
-    if (!at)
-        return url;
-    snprintf(buf, size, "%.*s***%s", (int)(host - url), url, at);
+    size_t o = 0;
+    const char *p = url;
+    if (at) {
+        o = (size_t)snprintf(buf, size, "%.*s***", (int)(host - url), url);
+        p = at;
+    }
+    bool in_query = false, in_value = false;
+    for (; *p && o + 4 < size; p++) {
+        char ch = *p;
+        if (ch == '#')
+            break;
+        if (ch == '?' && !in_query) {
+            in_query = true;
+        } else if (in_query && (ch == '&' || ch == ';')) {
+            in_value = false;
+        } else if (in_query && ch == '=' && !in_value) {
+            buf[o++] = '=';
+            memcpy(buf + o, "***", 3);
+            o += 3;
+            in_value = true;
+            continue;
+        }
+        if (!in_value)
+            buf[o++] = ch;
+    }
+    buf[o] = '\0';
     return buf;
 }
 
@@ -349,6 +375,9 @@ struct qw_calls *qw_calls_new(const struct qw_call_env *env)
                         "Final acks or terms NATS never confirmed within ack_wait (the call is "
                         "delivered again)");
     cmn_metrics_add(m, M_UNCONFIRMED, NULL, 0);
+    cmn_metrics_declare(m, M_CALLBACK_REFUSED, CMN_METRIC_COUNTER,
+                        "Callbacks not sent: destination outside callback_allowlist");
+    cmn_metrics_add(m, M_CALLBACK_REFUSED, NULL, 0);
     return set;
 }
 
@@ -650,11 +679,29 @@ static void callback_failed(struct qw_call *c, const char *why, bool last)
     settle(c);
 }
 
+/* The destination is outside callback_allowlist: no attempt is made (now
+ * or later), the call is settled as usual. */
+static void callback_refused(struct qw_call *c, const char *why)
+{
+    char ubuf[512];
+    LOG_ERROR(c->log_id, "callback refused url=%s error=\"%s\"",
+              redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), why);
+    cmn_metrics_add(c->set->env.metrics, M_CALLBACK_REFUSED, NULL, 1);
+    c->rec.callback = CMN_CB_FAILED;
+    settle(c);
+}
+
 static void on_callback_done(struct qw_http_response *r, void *closure)
 {
     struct qw_call *c = closure;
     c->xfer = NULL;
     char why[300];
+    if (r->result == QW_HTTP_FORBIDDEN) {
+        snprintf(why, sizeof(why), "%s", r->error);
+        qw_http_response_free(r);
+        callback_refused(c, why);
+        return;
+    }
     metric_code(c->set, M_CALLBACKS, r->result == QW_HTTP_OK ? r->status : 0);
     if (r->result == QW_HTTP_OK && r->status >= 200 && r->status <= 299) {
         char ubuf[512];
@@ -678,10 +725,42 @@ static void on_callback_done(struct qw_http_response *r, void *closure)
 static void post_callback(struct qw_call *c)
 {
     const struct qw_config *cfg = c->set->env.cfg;
+    const struct cmn_cbrules *rules = c->set->env.callback_rules;
     struct cmn_err err;
     c->cb_attempt++;
     c->state = ST_CALLBACK;
     c->wake_ms = 0;
+    /* the destination rules, again before every attempt: by name here, by
+     * the resolved address at connect time (libcurl's open-socket hook) */
+    const struct cmn_cbrules *addr_rules = NULL;
+    if (!cmn_cbrules_open(rules)) {
+        char host[256], why[300];
+        int port = 0;
+        enum cmn_cb_verdict v = CMN_CB_DENIED;
+        snprintf(why, sizeof(why), "callback URL without a usable host");
+        if (cmn_callback_url_host(c->call.callback_url, host, sizeof(host), &port))
+            v = cmn_cbrules_check_host(rules, host, port, why, sizeof(why));
+        if (v == CMN_CB_DENIED) {
+            callback_refused(c, why);
+            return;
+        }
+        if (v == CMN_CB_CHECK_ADDRESS)
+            addr_rules = rules;
+    }
+    /* signed per attempt: a fresh timestamp every time, the same id */
+    if (qw_signer_keys(c->set->env.signer) > 0) {
+        char ts[24], sig[48 * 8 + 16];
+        int64_t now_s = (int64_t)time(NULL);
+        snprintf(ts, sizeof(ts), "%" PRId64, now_s);
+        if (!qw_signer_sign(c->set->env.signer, c->call.call_id, now_s, c->resp.body,
+                            c->resp.body_len, sig, sizeof(sig)) ||
+            cmn_headers_set(&c->cb_headers, "webhook-id", c->call.call_id) != CMN_OK ||
+            cmn_headers_set(&c->cb_headers, "webhook-timestamp", ts) != CMN_OK ||
+            cmn_headers_set(&c->cb_headers, "webhook-signature", sig) != CMN_OK) {
+            callback_failed(c, "cannot sign the callback", false);
+            return;
+        }
+    }
     struct qw_http_request req = {
         .method = "POST",
         .url = c->call.callback_url,
@@ -690,6 +769,7 @@ static void post_callback(struct qw_call *c)
         .body_len = c->resp.body_len,
         .timeout_ms = cfg->callback_timeout_ms,
         .max_body_bytes = 0,
+        .addr_rules = addr_rules,
     };
     if (qw_http_start(c->set->env.http, &req, &c->cb_resp, on_callback_done, c, &c->xfer, &err) !=
         CMN_OK) {
@@ -1092,7 +1172,7 @@ static void schedule_retry(struct qw_call *c)
     const char *ra = cmn_headers_get(&c->resp.headers, "Retry-After");
     int64_t ra_ms = 0;
     if (ra && qw_retry_after_parse_ms(ra, (int64_t)time(NULL), &ra_ms)) {
-        delay = qw_retry_clamp_ms(ra_ms, cfg->initial_retry_wait_ms, cfg->max_retry_wait_ms);
+        delay = qw_retry_clamp_ms(ra_ms, cfg->initial_retry_wait_ms, cfg->max_retry_after_ms);
         source = "retry-after";
     }
     cmn_metrics_add(set->env.metrics, M_RETRIES, NULL, 1);
@@ -1243,7 +1323,9 @@ static void invoke(struct qw_call *c)
         st = cmn_headers_set(&c->req_headers, "X-Start-Time", num);
     size_t body_len = 0;
     const void *body = cmn_js_msg_body(c->msg, &body_len);
-    LOG_INFO(c->log_id, "invoking method=%s url=%s", c->call.method, c->url);
+    char ubuf[1024];
+    LOG_INFO(c->log_id, "invoking method=%s url=%s", c->call.method,
+             redact_url(c->url, ubuf, sizeof(ubuf)));
     struct qw_http_request req = {
         .method = c->call.method,
         .url = c->url,

@@ -37,6 +37,7 @@
 #include "cmn/resolver.h"
 #include "config.h"
 #include "http.h"
+#include "sign.h"
 
 /* Called once per call when the worker lets go of it (acked, NAK'd, terminated
  * or abandoned), i.e. when its max_inflight slot becomes free. Main thread. */
@@ -45,10 +46,12 @@ typedef void (*qw_slot_free_cb)(void *closure);
 /* Services the calls use; all borrowed, owned by main.c, outliving the set. */
 struct qw_call_env {
     const struct qw_config *cfg;
-    struct cmn_jscons *cons; /* lease operations and confirmed acks */
-    struct cmn_jspub *pub;   /* dead letters */
-    struct cmn_recs *recs;   /* call records; NULL = call_records=false */
-    const char *worker;      /* this worker's name in the records (host-pid) */
+    struct cmn_jscons *cons;                  /* lease operations and confirmed acks */
+    struct cmn_jspub *pub;                    /* dead letters */
+    struct cmn_recs *recs;                    /* call records; NULL = call_records=false */
+    const char *worker;                       /* this worker's name in the records (host-pid) */
+    const struct cmn_cbrules *callback_rules; /* NULL or empty = any destination */
+    const struct qw_signer *signer;           /* NULL or no key = unsigned callbacks */
     struct qw_http *http;
     struct cmn_resolver *resolver; /* NULL when gateway_invoke */
     struct cmn_metrics *metrics;

@@ -50,13 +50,22 @@ static const struct cmn_config_entry table[] = {
     {"initial_retry_wait", CMN_CFG_DURATION, "10s", 0, 24 * 3600 * SEC, F(initial_retry_wait_ms),
      false, "first retry delay; doubles per attempt (equal jitter), also the Retry-After floor"},
     {"max_retry_wait", CMN_CFG_DURATION, "120s", 0, 24 * 3600 * SEC, F(max_retry_wait_ms), false,
-     "longest retry delay, also the Retry-After cap"},
+     "longest computed retry delay (exponential back-off)"},
+    {"max_retry_after", CMN_CFG_DURATION, "10m", 0, 24 * 3600 * SEC, F(max_retry_after_ms), false,
+     "longest delay a function's Retry-After may ask for (honoured up to this, as Knative's "
+     "retryAfterMax; never cut to max_retry_wait)"},
     {"retry_http_codes", CMN_CFG_CODES, "408,429,500,502,503,504", 0, -1, F(retry_http_codes),
      false, "function statuses that are retried"},
     {"callback_timeout", CMN_CFG_DURATION, "10s", 1, 3600 * SEC, F(callback_timeout_ms), false,
      "deadline of one callback POST"},
     {"callback_max_attempts", CMN_CFG_INT, "3", 1, 20, F(callback_max_attempts), false,
      "callback POST attempts (back-off 1s, 2s, 4s ...) before giving up"},
+    {"callback_allowlist", CMN_CFG_STRING, "", 0, -1, F(callback_allowlist), false,
+     "allowed callback destinations: host, host:port, *.domain, address, CIDR, comma separated, "
+     "checked on the address each attempt connects to; empty = any (warned at start)"},
+    {"secret_mount_path", CMN_CFG_STRING, "/var/secrets", 0, -1, F(secret_mount_path), false,
+     "directory of the callback signing keys: files callback-signing-key* holding a Standard "
+     "Webhooks secret (whsec_<base64>); none = callbacks unsigned (warned at start)"},
     {"dead_letter_stream", CMN_CFG_STRING, "faas-request-dlq", 0, -1, F(dead_letter_stream), false,
      "stream receiving calls that exhausted their retries or cannot be decoded"},
     {"call_records", CMN_CFG_BOOL, "true", 0, -1, F(call_records), false,
@@ -121,6 +130,8 @@ int qw_config_init(struct qw_config *cfg, int argc, char **argv)
         return code;
     if (cfg->max_retry_wait_ms < cfg->initial_retry_wait_ms)
         return invalid("max_retry_wait must be >= initial_retry_wait");
+    if (cfg->max_retry_after_ms < cfg->initial_retry_wait_ms)
+        return invalid("max_retry_after must be >= initial_retry_wait");
     if (cfg->max_ack_pending == 0 ||
         (cfg->max_ack_pending > 0 && cfg->max_ack_pending < cfg->max_inflight))
         return invalid("max_ack_pending must be -1 (no cap) or at least max_inflight");

@@ -28,9 +28,12 @@ struct qw_config {
     int64_t max_retry_attempts; /* retries after the first attempt */
     int64_t initial_retry_wait_ms;
     int64_t max_retry_wait_ms;
+    int64_t max_retry_after_ms; /* cap of a function's Retry-After */
     struct cmn_config_codes retry_http_codes;
     int64_t callback_timeout_ms;
     int64_t callback_max_attempts;
+    char *callback_allowlist; /* destinations callbacks may go to; "" = any */
+    char *secret_mount_path;  /* callback-signing-key* files */
     char *dead_letter_stream;
     bool call_records;             /* claim and complete every attempt in the call record */
     char *call_records_bucket;     /* KV bucket of the records */

@@ -28,13 +28,17 @@ struct qw_http_xfer {
     size_t max_body_bytes;
     size_t body_cap;
     bool too_large;
+    const struct cmn_cbrules *addr_rules;
+    bool forbidden;
+    char forbidden_why[200];
     qw_http_done_cb done;
     void *closure;
     char errbuf[ERRBUF_SIZE];
 };
 
 static const char *const result_names[] = {
-    "QW_HTTP_OK", "QW_HTTP_TRANSPORT", "QW_HTTP_TIMEOUT", "QW_HTTP_TOO_LARGE", "QW_HTTP_INVALID",
+    "QW_HTTP_OK",        "QW_HTTP_TRANSPORT", "QW_HTTP_TIMEOUT",
+    "QW_HTTP_TOO_LARGE", "QW_HTTP_INVALID",   "QW_HTTP_FORBIDDEN",
 };
 _Static_assert(sizeof(result_names) / sizeof(result_names[0]) == QW_HTTP_RESULT_COUNT,
                "result_names must match enum qw_http_result");
@@ -237,6 +241,20 @@ fail:
     return false;
 }
 
+/* Every connection of a transfer with addr_rules: the resolved address is
+ * checked before the socket exists, whatever the URL spelled. */
+static curl_socket_t open_checked(void *clientp, curlsocktype purpose, struct curl_sockaddr *a)
+{
+    struct qw_http_xfer *x = clientp;
+    (void)purpose;
+    if (!cmn_cbrules_check_addr(x->addr_rules, &a->addr, x->forbidden_why,
+                                sizeof(x->forbidden_why))) {
+        x->forbidden = true;
+        return CURL_SOCKET_BAD;
+    }
+    return socket(a->family, a->socktype, a->protocol);
+}
+
 enum cmn_status qw_http_start(struct qw_http *http, const struct qw_http_request *req,
                               struct qw_http_response *response, qw_http_done_cb done,
                               void *closure, struct qw_http_xfer **out, struct cmn_err *err)
@@ -276,6 +294,13 @@ enum cmn_status qw_http_start(struct qw_http *http, const struct qw_http_request
     curl_easy_setopt(e, CURLOPT_HEADERFUNCTION, on_header);
     curl_easy_setopt(e, CURLOPT_HEADERDATA, x);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    /* redirects are never followed (a receiver could point elsewhere) */
+    curl_easy_setopt(e, CURLOPT_FOLLOWLOCATION, 0L);
+    if (req->addr_rules != NULL) {
+        x->addr_rules = req->addr_rules;
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_checked);
+        curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, x);
+    }
     if (strcmp(req->method, "HEAD") == 0) {
         curl_easy_setopt(e, CURLOPT_NOBODY, 1L);
     } else if (strcmp(req->method, "GET") == 0 && req->body_len == 0) {
@@ -324,7 +349,10 @@ static void complete(struct qw_http_xfer *x, CURLcode code)
         const char *msg = x->errbuf[0] ? x->errbuf : curl_easy_strerror(code);
         snprintf(r->error, sizeof(r->error), "%s", msg);
         r->status = 0;
-        if (x->too_large) {
+        if (x->forbidden) {
+            r->result = QW_HTTP_FORBIDDEN;
+            snprintf(r->error, sizeof(r->error), "%s", x->forbidden_why);
+        } else if (x->too_large) {
             r->result = QW_HTTP_TOO_LARGE;
             snprintf(r->error, sizeof(r->error), "response body over %zu bytes", x->max_body_bytes);
         } else if (code == CURLE_OPERATION_TIMEDOUT) {

@@ -10,6 +10,7 @@
 #include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
+#include "cmn/cbrules.h"
 #include "cmn/headers.h"
 #include "cmn/status.h"
 
@@ -22,6 +23,7 @@ enum qw_http_result {
     QW_HTTP_TIMEOUT,   /* the request's timeout_ms passed */
     QW_HTTP_TOO_LARGE, /* the response body exceeded max_body_bytes */
     QW_HTTP_INVALID,   /* the request cannot be made (malformed URL, bad scheme) */
+    QW_HTTP_FORBIDDEN, /* the address it would connect to is outside addr_rules */
     QW_HTTP_RESULT_COUNT
 };
 
@@ -38,6 +40,9 @@ struct qw_http_request {
     size_t body_len;
     int64_t timeout_ms;    /* whole-transfer deadline, > 0 */
     size_t max_body_bytes; /* response body cap; 0 = discard the body */
+    /* NULL, or rules every address the transfer connects to must pass
+     * (checked on the resolved address just before connect) */
+    const struct cmn_cbrules *addr_rules;
 };
 
 /* The outcome of one transfer, filled by the module; the caller owns it (and

@@ -17,6 +17,7 @@
 #include <unistd.h>
 
 #include "call.h"
+#include "cmn/cbrules.h"
 #include "cmn/duration.h"
 #include "cmn/jsconsumer.h"
 #include "cmn/jspub.h"
@@ -46,6 +47,8 @@ struct worker {
     struct cmn_jscons *cons;
     struct cmn_jspub *pub;
     struct cmn_recs *recs;
+    struct cmn_cbrules *callback_rules;
+    struct qw_signer *signer;
     char worker_name[CMN_REC_WORKER_MAX];
     struct qw_http *http;
     struct cmn_resolver *resolver;
@@ -398,6 +401,8 @@ static void shutdown_worker(struct worker *w)
         cmn_js_msg_free(w->queue[i]);
     qw_calls_free(w->calls);
     cmn_recs_free(w->recs);
+    cmn_cbrules_free(w->callback_rules);
+    qw_signer_free(w->signer);
     cmn_jscons_free(w->cons);
     cmn_jspub_free(w->pub);
     cmn_nats_free(w->nats);
@@ -426,6 +431,25 @@ static int start(struct worker *w)
     }
     declare_metrics(w->metrics);
     w->free_slots = cfg->max_inflight;
+    if (cmn_cbrules_parse(cfg->callback_allowlist, &w->callback_rules, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "%s", err.msg);
+        return 2;
+    }
+    if (qw_signer_load(cfg->secret_mount_path, &w->signer, &err) != CMN_OK) {
+        LOG_ERROR(NULL, "callback signing keys: %s", err.msg);
+        return 2;
+    }
+    if (qw_signer_keys(w->signer) == 0)
+        LOG_WARN(NULL,
+                 "no callback signing key (%s/callback-signing-key*): callbacks are sent "
+                 "unsigned",
+                 cfg->secret_mount_path);
+    else
+        LOG_INFO(NULL, "callbacks signed with %zu key(s) (Standard Webhooks, v1)",
+                 qw_signer_keys(w->signer));
+    if (cmn_cbrules_open(w->callback_rules))
+        LOG_WARN(NULL, "callback_allowlist is empty: callbacks may go to any destination, "
+                       "including internal services");
     if (!cfg->gateway_invoke) {
         struct cmn_resolver_config rc = {
             .functions_file = cfg->direct_functions ? NULL : cfg->functions_file,
@@ -541,6 +565,8 @@ static int start(struct worker *w)
     env.cons = w->cons;
     env.pub = w->pub;
     env.recs = w->recs;
+    env.callback_rules = w->callback_rules;
+    env.signer = w->signer;
     env.worker = w->worker_name;
     w->calls = qw_calls_new(&env);
     if (!w->calls) {

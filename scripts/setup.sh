@@ -7,10 +7,10 @@
 #                             (reference proxies of tests/bench/run.sh)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libnats-dev nats-server libevent-dev libhttp-parser-dev
-      libcurl4-openssl-dev libjansson-dev uuid-dev figlet curl clang-format
+      libcurl4-openssl-dev libssl-dev libjansson-dev uuid-dev figlet curl clang-format
       python3-pytest python3-requests wrk)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(clang libclang-rt-14-dev nginx haproxy)
+  pkgs+=(clang libclang-rt-14-dev nginx haproxy openssl)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -58,7 +58,7 @@ INT_VARS = {
 }
 BOOL_VARS = {"direct_functions", "basic_auth", "gateway_invoke"}
 RUNTIME_PACKAGES = {
-    "libnats3.4", "libevent-2.1-7", "libevent-pthreads-2.1-7", "libcurl4", "libjansson4",
+    "libnats3.4", "libevent-2.1-7", "libevent-pthreads-2.1-7", "libcurl4", "libssl3", "libjansson4",
     "libuuid1",
 }
 

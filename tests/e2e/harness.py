@@ -721,7 +721,8 @@ def parse_env_output(text):
 
 
 class CallbackRecorder:
-    """The SINK: records every request; replies 200 or ?status=NNN."""
+    """The SINK: records every request; replies 200 or ?status=NNN (with ?location=URL as a
+    Location header)."""
 
     def __init__(self):
         self.port = free_port()
@@ -743,7 +744,10 @@ class CallbackRecorder:
                 with rec._cond:
                     rec.requests.append(entry)
                     rec._cond.notify_all()
-                self.send(status, b"", [("Content-Type", "text/plain")])
+                headers = [("Content-Type", "text/plain")]
+                if "location" in q:  # ?status=302&location=<url>: a redirecting receiver
+                    headers.append(("Location", q["location"][0]))
+                self.send(status, b"", headers)
 
         self.httpd = _Server(("127.0.0.1", self.port), H)
         self.thread = threading.Thread(target=self.httpd.serve_forever, name="sink", daemon=True)

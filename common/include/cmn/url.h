@@ -14,4 +14,9 @@
  * the reason ("invalid X-Callback-Url: ...") into `why` (`size` bytes). */
 bool cmn_callback_url_check(const char *url, char *why, size_t size);
 
+/* The host (as spelled, IPv6 literals without brackets) and port (the
+ * scheme's default when absent) of a URL that passed cmn_callback_url_check.
+ * False when it cannot be parsed or the host does not fit `size`. */
+bool cmn_callback_url_host(const char *url, char *host, size_t size, int *port);
+
 #endif
