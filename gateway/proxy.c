@@ -24,11 +24,14 @@
 #include "cmn/callid.h"
 #include "cmn/headers.h"
 #include "cmn/log.h"
+#include "cmn/url.h"
 #include "cmn/metrics.h"
 #include "cmn/name.h"
 #include "cmn/resolver.h"
 #include "upclient.h"
 
+/* The upstream path and query as logged: query values masked. */
+#define LOG_URI(call) cmn_url_redact((call)->uri, (char[1024]){0}, 1024)
 #define ROUTE_PREFIX "/function/"
 #define DNS_TTL_NS (5LL * 1000000000LL)
 #define BUCKETS 256
@@ -502,7 +505,7 @@ static void call_deadline_cb(evutil_socket_t fd, short what, void *arg)
     struct px_call *call = arg;
     LOG_WARN(call->r->call_id, "upstream timeout after %lld ms: %s%s",
              (long long)call->px->config.upstream_timeout_ms,
-             call->up != NULL ? call->up->base_url : "", call->uri);
+             call->up != NULL ? call->up->base_url : "", LOG_URI(call));
     call_detach_upstream(call);
     call_finish(call, 504);
 }
@@ -514,7 +517,7 @@ static void call_gone(struct gw_req *r, void *state)
     (void)r;
     struct px_call *call = state;
     LOG_INFO(call->r->call_id, "client went away during the call to %s%s: cancelled",
-             call->up != NULL ? call->up->base_url : "", call->uri);
+             call->up != NULL ? call->up->base_url : "", LOG_URI(call));
     if (call->px->config.metrics != NULL && call->fn_label[0] != '\0')
         cmn_metrics_add(call->px->config.metrics, "gateway_function_cancelled_total",
                         call->fn_label, 1);
@@ -572,7 +575,7 @@ static void up_done_cb(void *arg, enum gw_up_result result)
         const char *reason = call->reason[0] != '\0' ? call->reason : NULL;
         gw_req_reply(call->r, call->status, reason); /* the body is in the reply */
         record_metrics(call, call->status);
-        LOG_DEBUG(call->r->call_id, "proxied %s%s -> %d", call->up->base_url, call->uri,
+        LOG_DEBUG(call->r->call_id, "proxied %s%s -> %d", call->up->base_url, LOG_URI(call),
                   call->status);
         call_release(call);
         return;
@@ -602,7 +605,7 @@ static void up_done_cb(void *arg, enum gw_up_result result)
         snprintf(why, sizeof(why), "invalid response (not HTTP/1.x, or a 1xx final status)");
     else
         snprintf(why, sizeof(why), "%s", gw_up_result_text(result));
-    LOG_WARN(call->r->call_id, "upstream %s%s: %s", call->up->base_url, call->uri, why);
+    LOG_WARN(call->r->call_id, "upstream %s%s: %s", call->up->base_url, LOG_URI(call), why);
     call_finish_why(call, 502, why);
 }
 
@@ -694,7 +697,7 @@ static void call_send(struct px_call *call)
     if (rc != 0) {
         gw_upconn_free(call->conn);
         call->conn = NULL;
-        LOG_WARN(call->r->call_id, "cannot send to upstream %s%s", up->base_url, call->uri);
+        LOG_WARN(call->r->call_id, "cannot send to upstream %s%s", up->base_url, LOG_URI(call));
         call_finish_why(call, 502, "connection failed");
     }
 }
@@ -788,7 +791,7 @@ void gw_proxy_handle(struct gw_proxy *px, struct gw_req *r, const struct gw_targ
     struct timeval tv = {.tv_sec = (time_t)(px->config.upstream_timeout_ms / 1000),
                          .tv_usec = (suseconds_t)(px->config.upstream_timeout_ms % 1000) * 1000};
     event_add(&call->deadline, &tv);
-    LOG_DEBUG(r->call_id, "proxy %s -> %s%s", target->path, up->base_url, call->uri);
+    LOG_DEBUG(r->call_id, "proxy %s -> %s%s", target->path, up->base_url, LOG_URI(call));
 
     int64_t now = gw_mono_ns();
     if (up->numeric || (up->have_addr && now < up->dns_expiry_ns)) {

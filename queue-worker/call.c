@@ -184,43 +184,9 @@ static int64_t wip_period_ms(const struct qw_config *cfg)
     return p > 0 ? p : 1;
 }
 
-/* A URL as logged: userinfo ("user:secret@") becomes "***@" and every query
- * value "***" (tokens often travel there), unless write_debug is on. */
 static const char *redact_url(const char *url, char *buf, size_t size)
 {
-    const char *scheme = strstr(url, "://");
-    if (!scheme || size < 8)
-        return url;
-    const char *host = scheme + 3;
-    size_t auth_len = strcspn(host, "/?#");
-    const char *at = memchr(host, '@', auth_len);
-    size_t o = 0;
-    const char *p = url;
-    if (at) {
-        o = (size_t)snprintf(buf, size, "%.*s***", (int)(host - url), url);
-        p = at;
-    }
-    bool in_query = false, in_value = false;
-    for (; *p && o + 4 < size; p++) {
-        char ch = *p;
-        if (ch == '#')
-            break;
-        if (ch == '?' && !in_query) {
-            in_query = true;
-        } else if (in_query && (ch == '&' || ch == ';')) {
-            in_value = false;
-        } else if (in_query && ch == '=' && !in_value) {
-            buf[o++] = '=';
-            memcpy(buf + o, "***", 3);
-            o += 3;
-            in_value = true;
-            continue;
-        }
-        if (!in_value)
-            buf[o++] = ch;
-    }
-    buf[o] = '\0';
-    return buf;
+    return cmn_url_redact(url, buf, size);
 }
 
 /* Printable one-line excerpt of a body: control and non-ASCII bytes escaped. */

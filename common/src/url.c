@@ -1,6 +1,7 @@
 /* Client-supplied URL checks (libevent's URI parser: no home-made parsing). */
 #include "cmn/url.h"
 
+#include <stdbool.h>
 #include <stdio.h>
 #include <string.h>
 #include <strings.h>
@@ -61,4 +62,43 @@ bool cmn_callback_url_host(const char *url, char *host, size_t size, int *port)
     }
     evhttp_uri_free(u);
     return ok;
+}
+
+/* A URL as logged: userinfo ("user:secret@") becomes "***@" and every query
+ * value "***" (tokens often travel there), unless write_debug is on. */
+const char *cmn_url_redact(const char *url, char *buf, size_t size)
+{
+    if (size < 8)
+        return url;
+    const char *scheme = strstr(url, "://");
+    const char *host = scheme != NULL ? scheme + 3 : url;
+    size_t auth_len = strcspn(host, "/?#");
+    const char *at = scheme != NULL ? memchr(host, '@', auth_len) : NULL;
+    size_t o = 0;
+    const char *p = url;
+    if (at) {
+        o = (size_t)snprintf(buf, size, "%.*s***", (int)(host - url), url);
+        p = at;
+    }
+    bool in_query = false, in_value = false;
+    for (; *p && o + 4 < size; p++) {
+        char ch = *p;
+        if (ch == '#')
+            break;
+        if (ch == '?' && !in_query) {
+            in_query = true;
+        } else if (in_query && (ch == '&' || ch == ';')) {
+            in_value = false;
+        } else if (in_query && ch == '=' && !in_value) {
+            buf[o++] = '=';
+            memcpy(buf + o, "***", 3);
+            o += 3;
+            in_value = true;
+            continue;
+        }
+        if (!in_value)
+            buf[o++] = ch;
+    }
+    buf[o] = '\0';
+    return buf;
 }

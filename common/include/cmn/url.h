@@ -19,4 +19,10 @@ bool cmn_callback_url_check(const char *url, char *why, size_t size);
  * False when it cannot be parsed or the host does not fit `size`. */
 bool cmn_callback_url_host(const char *url, char *host, size_t size, int *port);
 
+/* `url` (absolute, or a path with a query) as it may be logged: userinfo
+ * ("user:secret@") becomes "***@", every query value "***", a fragment is
+ * dropped. Writes into `buf` and returns it (or `url` itself when `size` is
+ * too small to say anything). */
+const char *cmn_url_redact(const char *url, char *buf, size_t size);
+
 #endif
