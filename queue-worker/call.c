@@ -1436,6 +1436,8 @@ static void run_claimed(struct qw_call *c)
         snprintf(c->error, sizeof(c->error), "older than max_call_age %s",
                  cmn_duration_format(cfg->max_call_age_ms, age, sizeof(age)));
         c->dead_reason = "expired";
+        if (c->claimed && c->rec.attempt > 0 && --c->rec.attempt == 0)
+            c->rec.started_ms = 0; /* claimed, but never invoked */
         LOG_WARN(c->log_id, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
                  c->status, c->error);
         final_outcome(c);

@@ -64,8 +64,8 @@ static const struct cmn_config_entry table[] = {
      "allowed callback destinations: host, host:port, *.domain, address, CIDR, comma separated, "
      "checked on the address each attempt connects to; empty = any (warned at start)"},
     {"secret_mount_path", CMN_CFG_STRING, "/var/secrets", 0, -1, F(secret_mount_path), false,
-     "directory of the callback signing keys: files callback-signing-key* holding a Standard "
-     "Webhooks secret (whsec_<base64>); none = callbacks unsigned (warned at start)"},
+     "directory of the callback signing keys: files callback-signing-key[-<name>] holding a "
+     "Standard Webhooks secret (whsec_<base64>); none = callbacks unsigned (warned at start)"},
     {"dead_letter_stream", CMN_CFG_STRING, "faas-request-dlq", 0, -1, F(dead_letter_stream), false,
      "stream receiving calls that exhausted their retries or cannot be decoded"},
     {"call_records", CMN_CFG_BOOL, "true", 0, -1, F(call_records), false,

@@ -15,6 +15,7 @@
 #define PREFIX "callback-signing-key"
 #define MAX_KEYS 8
 #define KEY_MAX 512
+#define KEY_MIN 16
 
 struct key {
     unsigned char bytes[KEY_MAX];
@@ -52,7 +53,7 @@ static bool decode_secret(char *text, struct key *k)
     /* EVP_DecodeBlock counts the padding as data */
     size_t pad = (p[n - 1] == '=') + (p[n - 2] == '=');
     k->len = (size_t)got - pad;
-    return k->len > 0;
+    return k->len >= KEY_MIN; /* Standard Webhooks secrets are 24 to 64 bytes */
 }
 
 enum cmn_status qw_signer_load(const char *dir, struct qw_signer **out, struct cmn_err *err)
@@ -69,7 +70,9 @@ enum cmn_status qw_signer_load(const char *dir, struct qw_signer **out, struct c
     size_t count = 0;
     struct dirent *e;
     while ((e = readdir(d)) != NULL && count < 64) {
-        if (strncmp(e->d_name, PREFIX, strlen(PREFIX)) == 0)
+        /* "callback-signing-key" or "callback-signing-key-<anything>" */
+        size_t pl = strlen(PREFIX);
+        if (strncmp(e->d_name, PREFIX, pl) == 0 && (e->d_name[pl] == '\0' || e->d_name[pl] == '-'))
             names[count++] = strdup(e->d_name);
     }
     closedir(d);
@@ -83,8 +86,13 @@ enum cmn_status qw_signer_load(const char *dir, struct qw_signer **out, struct c
             continue;
         }
         snprintf(path, sizeof(path), "%s/%s", dir, names[i]);
-        if (st != CMN_OK || stat(path, &sb) != 0 || !S_ISREG(sb.st_mode))
+        if (st != CMN_OK)
             continue;
+        if (stat(path, &sb) != 0 || !S_ISREG(sb.st_mode)) {
+            /* a broken secret mount must not mean unsigned callbacks */
+            st = cmn_err_set(err, CMN_ERR_INVALID, 0, "%s is not a readable file", path);
+            continue;
+        }
         FILE *f = fopen(path, "r");
         if (f == NULL) {
             st = cmn_err_set(err, CMN_ERR_IO, 0, "cannot read %s", path);
@@ -98,8 +106,8 @@ enum cmn_status qw_signer_load(const char *dir, struct qw_signer **out, struct c
                              MAX_KEYS);
         } else if (!decode_secret(text, &s->keys[s->count])) {
             st = cmn_err_set(err, CMN_ERR_INVALID, 0,
-                             "%s: not a signing secret (whsec_<base64>, up to %d bytes)", path,
-                             KEY_MAX);
+                             "%s: not a signing secret (whsec_<base64 of %d to %d bytes>)", path,
+                             KEY_MIN, KEY_MAX);
         } else {
             s->count++;
         }

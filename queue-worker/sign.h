@@ -3,7 +3,8 @@
  *   webhook-signature: v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<body>")>
  * one "v1,..." per key, space separated, so keys can be rotated. Keys are
  * Standard Webhooks secrets ("whsec_" + base64 of the key bytes; the prefix
- * is optional), one per file named callback-signing-key* under
+ * is optional; 16..512 key bytes), one per file named callback-signing-key
+ * or callback-signing-key-<name> under
  * secret_mount_path. HMAC and base64 from OpenSSL's libcrypto.
  * Thread: load at start-up (blocks on file I/O); sign from any thread. */
 #ifndef QW_SIGN_H
@@ -16,9 +17,10 @@
 
 struct qw_signer;
 
-/* Reads every regular file "callback-signing-key*" of `dir` (sorted by
- * name). `*out` is new, possibly with no key. Errors: CMN_ERR_INVALID (a
- * file that is not a base64 secret, naming it), CMN_ERR_IO, CMN_ERR_NOMEM. */
+/* Reads every "callback-signing-key[-<name>]" of `dir` (sorted by name;
+ * symlinks followed). `*out` is new, possibly with no key (also when `dir`
+ * does not exist). Errors: CMN_ERR_INVALID (not a regular file, or not a
+ * base64 secret, naming it), CMN_ERR_IO, CMN_ERR_NOMEM. */
 enum cmn_status qw_signer_load(const char *dir, struct qw_signer **out, struct cmn_err *err);
 
 void qw_signer_free(struct qw_signer *signer);

@@ -789,7 +789,8 @@ static bool requeue_now(struct cmn_recq *q, const char *call_id, struct cmn_err 
     cmn_headers_init(&h);
     enum cmn_status st = cmn_nats_msg_headers(orig, &h, err);
     snprintf(subject, sizeof(subject), "%s.%s", q->stream, call_id);
-    snprintf(msg_id, sizeof(msg_id), "%s.c", call_id);
+    /* '/' cannot occur in a call id: no client id can collide with it */
+    snprintf(msg_id, sizeof(msg_id), "%s/c", call_id);
     natsStatus s = natsMsg_Create(&m, subject, NULL, NULL, 0);
     for (size_t i = 0; st == CMN_OK && s == NATS_OK && i < h.count; i++) {
         const char *name = h.items[i].name;
@@ -1084,7 +1085,7 @@ static enum cmn_status build_redrive(struct cmn_recq *q, const struct dl_find *f
     enum cmn_status st = cmn_nats_msg_headers(f->m, &h, err);
     char subject[SUBJECT_MAX], msg_id[CMN_CALLID_MAX + 32];
     snprintf(subject, sizeof(subject), "%s.%s", q->stream, f->call_id);
-    snprintf(msg_id, sizeof(msg_id), "%s.r%" PRIu64, f->call_id, f->seq);
+    snprintf(msg_id, sizeof(msg_id), "%s/r%" PRIu64, f->call_id, f->seq);
     natsMsg *m = NULL;
     natsStatus s = NATS_OK;
     if (st == CMN_OK)
@@ -1135,6 +1136,10 @@ enum cmn_status cmn_recq_redrive(struct cmn_recq *q, const char *call_id, struct
         }
         r.state = CMN_CALL_QUEUED;
         r.attempt = 0;
+        r.status = 0;
+        r.started_ms = 0;
+        r.duration_s = 0;
+        r.worker[0] = '\0';
         r.finished_ms = 0;
         r.lease_until_ms = 0;
         r.reason[0] = '\0';

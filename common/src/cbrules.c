@@ -43,8 +43,8 @@ static bool parse_port(const char *s, int *out)
 
 static bool name_valid(const char *s)
 {
-    if (s[0] == '\0' || strlen(s) > 253)
-        return false;
+    if (s[0] == '\0' || strlen(s) > 253 || strspn(s, "0123456789.") == strlen(s))
+        return false; /* all digits and dots: a malformed address, not a name */
     for (const char *p = s; *p; p++)
         if (!(isalnum((unsigned char)*p) || *p == '-' || *p == '.' || *p == '_'))
             return false;
@@ -172,6 +172,13 @@ enum cmn_status cmn_cbrules_parse(const char *list, struct cmn_cbrules **out, st
             break;
         p = end + 1;
     }
+    if (rules->count == 0 && list != NULL && strspn(list, " \t") != strlen(list)) {
+        cmn_cbrules_free(rules); /* "," or similar: not "allow everything" by mistake */
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "callback_allowlist: no entry in \"%.100s\" (leave it empty to "
+                           "allow every destination)",
+                           list);
+    }
     *out = rules;
     return CMN_OK;
 }
@@ -236,6 +243,10 @@ enum cmn_cb_verdict cmn_cbrules_check_host(const struct cmn_cbrules *rules, cons
         family = AF_INET;
     else if (inet_pton(AF_INET6, h, a) == 1)
         family = AF_INET6;
+    if (family == AF_INET6 && IN6_IS_ADDR_V4MAPPED((const struct in6_addr *)a)) {
+        memmove(a, a + 12, 4); /* as the worker sees it: IPv4 */
+        family = AF_INET;
+    }
     if (family != 0) {
         if (addr_allowed(rules, family, a, port))
             return CMN_CB_ALLOWED;

@@ -220,11 +220,14 @@ enum cmn_status cmn_jspub_dead_letter(struct cmn_jspub *pub, const char *stream,
     enum cmn_status st = cmn_nats_msg_headers(cmn_js_msg_raw(msg), &h, err);
     if (st != CMN_OK)
         goto out;
+    /* a re-driven call already names its call id (its Nats-Msg-Id is the
+     * re-drive's own): the dead letter is always keyed by the call id */
+    const char *call_id = cmn_headers_get(&h, CMN_HDR_CALL_ID);
     const char *id = cmn_headers_get(&h, CMN_HDR_MSG_ID);
-    if (id != NULL) {
-        snprintf(label, sizeof(label), "%s", id);
+    if (call_id != NULL || id != NULL) {
+        snprintf(label, sizeof(label), "%s", call_id != NULL ? call_id : id);
         cmn_headers_remove(&h, CMN_HDR_MSG_ID);
-        st = cmn_headers_set(&h, "Faas-Call-Id", label);
+        st = cmn_headers_set(&h, CMN_HDR_CALL_ID, label);
         if (st != CMN_OK)
             goto out;
     }

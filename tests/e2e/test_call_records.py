@@ -424,3 +424,51 @@ def test_records_off(stack):
     js = stack.nats.jsz()
     names = [s["name"] for a in js.get("account_details", []) for s in a.get("stream_detail", [])]
     assert "KV_faas-calls" not in names, names
+
+
+@pytest.mark.timeout(60)
+def test_client_ids_cannot_collide_with_internal_copies(stack):
+    """The cancellation copy of a delayed call and a re-drive are published under message ids
+    no client id can take: a client call "X.c" neither swallows X's cancellation nor is
+    swallowed by it."""
+    stack.start(workers=1, fixtures=("echo",))
+    first = assert_202(stack.async_call("echo", body=b"a", headers={"X-Call-Id": "coll.c"}))
+    stack.sink.wait_for(1, 20, call_id=first)
+    cid = assert_202(stack.async_call("echo", body=b"b", headers={
+        "X-Call-Id": "coll", "X-Delay-Seconds": "40"}))
+    assert cancel(stack, cid).status_code == 202
+    [cb] = stack.sink.wait_for(1, 5, call_id="coll")
+    assert cb["headers"].get("X-Call-State") == "cancelled"
+    other = assert_202(stack.async_call("echo", body=b"c", headers={"X-Call-Id": "coll2"}))
+    stack.sink.wait_for(1, 20, call_id=other)
+    d = assert_202(stack.async_call("echo", body=b"d", headers={
+        "X-Call-Id": "late", "X-Delay-Seconds": "40"}))
+    assert cancel(stack, d).status_code == 202
+    stack.sink.wait_for(1, 5, call_id="late")
+    after = assert_202(stack.async_call("echo", body=b"e", headers={"X-Call-Id": "late.c"}))
+    [cb2] = stack.sink.wait_for(1, 20, call_id=after)
+    assert cb2["headers"].get("X-Function-Status") == "200"
+    assert stack.ledger.count("echo", "late.c") == 1
+
+
+@pytest.mark.timeout(90)
+def test_redriven_call_failing_again_keeps_its_call_id(stack):
+    """A re-driven call that fails again is dead-lettered under its own call id: it can be
+    re-driven again by that id, its callbacks keep the id, and no second record appears."""
+    stack.start(workers=1, fixtures=("status",))
+    cid = assert_202(stack.async_call("status?code=500&fail=2"))
+    stack.sink.wait_for(1, 20, call_id=cid)
+    wait_state(stack, cid, "dead-lettered")
+    dl_url = stack.gw + "/system/dead-letters"
+    assert requests.post(dl_url + "/" + cid + "/redrive", timeout=10).status_code == 202
+    stack.sink.wait_for(2, 20, call_id=cid)
+    harness.wait_until(lambda: [x["call_id"] for x in requests.get(dl_url, timeout=10).json()]
+                       == [cid], 20, desc="dead-lettered again under its call id")
+    rec = wait_state(stack, cid, "dead-lettered")
+    assert rec["redriven"] == 1 and rec["status"] == 500, rec
+    assert requests.post(dl_url + "/" + cid + "/redrive", timeout=10).status_code == 202
+    cbs = stack.sink.wait_for(3, 20, call_id=cid)
+    assert cbs[-1]["headers"].get("X-Function-Status") == "200"
+    assert wait_state(stack, cid, "succeeded")["redriven"] == 2
+    listing = requests.get(stack.gw + "/system/async-calls", timeout=10).json()
+    assert [x["call_id"] for x in listing] == [cid], listing

@@ -198,10 +198,22 @@ def test_unsigned_without_key_warns(stack, tmp_path):
     assert "callbacks are sent unsigned" in stack.workers[0].log_text()
 
 
-def test_bad_signing_key_is_exit_2(stack, tmp_path, log_dir):
+@pytest.mark.parametrize("kind", ["not-base64", "too-short", "dangling-symlink", "directory"])
+def test_bad_signing_key_is_exit_2(stack, tmp_path, log_dir, kind):
+    """A key file that is no usable secret, a broken secret mount (dangling symlink) or a
+    directory in its place stops the worker (exit 2) rather than sending unsigned callbacks."""
     secrets = tmp_path / "bad"
     secrets.mkdir()
-    (secrets / "callback-signing-key").write_text("whsec_not*base64")
+    key = secrets / "callback-signing-key"
+    if kind == "not-base64":
+        key.write_text("whsec_not*base64")
+    elif kind == "too-short":
+        key.write_text(_secret(b"abc"))
+    elif kind == "dangling-symlink":
+        os.symlink(str(secrets / "..data" / "callback-signing-key"), str(key))
+    else:
+        key.mkdir()
+    (secrets / "callback-signing-key.bak").write_text("ignored: not a key file name")
     stack.start(workers=0, fixtures=("echo",))
     env = {"nats_url": stack.nats.url, "secret_mount_path": str(secrets)}
     w = harness.Worker(log_dir, env, name="worker-badkey")

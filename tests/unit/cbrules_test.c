@@ -71,6 +71,8 @@ int main(void)
     CHECK(host(r, "fd00::1", 80) == CMN_CB_DENIED);
     CHECK(host(r, "2001:db8:1::5", 80) == CMN_CB_ALLOWED);
     CHECK(host(r, "::1", 80) == CMN_CB_DENIED);
+    CHECK(host(r, "[::ffff:10.1.2.3]", 80) == CMN_CB_ALLOWED); /* mapped IPv4, as the worker */
+    CHECK(host(r, "::ffff:127.0.0.1", 80) == CMN_CB_DENIED);
     CHECK(addr4(r, "10.255.0.1", 1));
     CHECK(!addr4(r, "127.0.0.1", 80));
     CHECK(!addr4(r, "169.254.169.254", 80));

@@ -30,7 +30,7 @@
 /* Optional: run no earlier than this (ns since the Unix epoch; delayed calls). */
 #define CMN_HDR_NOT_BEFORE "Faas-Not-Before"
 /* Optional: the call id when Nats-Msg-Id is not it (a re-driven dead letter is
- * published under "<call id>.r<n>" so that the duplicate window keeps it). */
+ * published under "<call id>/r<n>" so that the duplicate window keeps it). */
 #define CMN_HDR_CALL_ID "Faas-Call-Id"
 /* Dead-letter additions (written by the worker when it dead-letters a call). */
 #define CMN_HDR_DEAD_REASON "Faas-Dead-Reason"
