@@ -361,7 +361,8 @@ void gw_records_system(struct gw_records *rec, struct gw_req *r, const struct gw
 {
     const char *p = target->path;
     bool get = r->method == EVHTTP_REQ_GET || r->method == EVHTTP_REQ_HEAD;
-    if (strcmp(p, LIST_PATH) == 0 || strcmp(p, LIST_PATH "/") == 0) {
+    bool calls = strcmp(p, LIST_PATH) == 0 || strcmp(p, LIST_PATH "/") == 0;
+    if (calls || strcmp(p, DL_PATH) == 0 || strcmp(p, DL_PATH "/") == 0) {
         if (!get) {
             gw_req_header(r, "Allow", "GET");
             gw_req_reply_text(r, 405, NULL);
@@ -369,20 +370,7 @@ void gw_records_system(struct gw_records *rec, struct gw_req *r, const struct gw
         }
         if (!records_on(rec, r))
             return;
-        struct job *j = job_new(rec, r, J_LIST);
-        if (list_params(r, target, j))
-            submit(rec, j);
-        return;
-    }
-    if (strcmp(p, DL_PATH) == 0 || strcmp(p, DL_PATH "/") == 0) {
-        if (!get) {
-            gw_req_header(r, "Allow", "GET");
-            gw_req_reply_text(r, 405, NULL);
-            return;
-        }
-        if (!records_on(rec, r))
-            return;
-        struct job *j = job_new(rec, r, J_DL_LIST);
+        struct job *j = job_new(rec, r, calls ? J_LIST : J_DL_LIST);
         if (list_params(r, target, j))
             submit(rec, j);
         return;

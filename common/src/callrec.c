@@ -9,6 +9,7 @@
 #include <jansson.h>
 #include <pthread.h>
 #include <stdatomic.h>
+#include <stdint.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -206,7 +207,9 @@ static uint64_t header_u64(natsMsg *m, const char *name)
     const char *v = NULL;
     if (natsMsgHeader_Get(m, name, &v) != NATS_OK || v == NULL)
         return 0;
-    return strtoull(v, NULL, 10);
+    char *end = NULL;
+    unsigned long long n = strtoull(v, &end, 10);
+    return end != v && *end == '\0' ? (uint64_t)n : 0;
 }
 
 /* A direct-get reply for a key: CMN_OK (record parsed into `out`),
@@ -706,7 +709,9 @@ static int64_t header_ns_ms(natsMsg *m, const char *name)
     const char *v = NULL;
     if (natsMsgHeader_Get(m, name, &v) != NATS_OK || v == NULL)
         return 0;
-    return strtoll(v, NULL, 10) / 1000000;
+    char *end = NULL;
+    long long ns = strtoll(v, &end, 10);
+    return end != v && *end == '\0' && ns > 0 ? ns / 1000000 : 0;
 }
 
 /* The record of a call still waiting in the work stream; `*seq` its stream
@@ -1002,6 +1007,17 @@ static enum cmn_status walk_dead_letters(struct cmn_recq *q,
     return CMN_OK;
 }
 
+/* A decimal header value; 0 when absent or not a number. */
+static int hdr_int(natsMsg *m, const char *name)
+{
+    const char *v = hdr(m, name);
+    char *end = NULL;
+    long n = strtol(v, &end, 10);
+    if (end == v || *end != '\0' || n < 0 || n > INT32_MAX)
+        return 0;
+    return (int)n;
+}
+
 struct dl_list {
     json_t *arr;
     int limit;
@@ -1017,8 +1033,8 @@ static bool list_visit(natsMsg **m, uint64_t seq, void *arg)
     json_object_set_new(o, "call_id", json_string(id));
     json_object_set_new(o, "function", json_string(hdr(*m, CMN_HDR_FUNCTION)));
     json_object_set_new(o, "reason", json_string(hdr(*m, CMN_HDR_DEAD_REASON)));
-    json_object_set_new(o, "last_status", json_integer(atoi(hdr(*m, CMN_HDR_LAST_STATUS))));
-    json_object_set_new(o, "attempts", json_integer(atoi(hdr(*m, CMN_HDR_ATTEMPTS))));
+    json_object_set_new(o, "last_status", json_integer(hdr_int(*m, CMN_HDR_LAST_STATUS)));
+    json_object_set_new(o, "attempts", json_integer(hdr_int(*m, CMN_HDR_ATTEMPTS)));
     if (start_ms > 0) {
         char buf[40];
         json_object_set_new(o, "submitted", json_string(cmn_time_format(start_ms, buf, 40)));

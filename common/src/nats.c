@@ -363,6 +363,34 @@ static bool has_subject(json_t *cfg, const char *subject)
     return false;
 }
 
+/* Sends `update` for stream `name` when `changes` lists a difference (one
+ * CHANGED event naming them); `r` is reused for the answer. A replica count
+ * the server cannot have or change is REC_FATAL. */
+static enum rec update_stream(struct cmn_nats *n, const char *name, json_t *update,
+                              const char *changes, struct api_reply *r, struct cmn_err *err)
+{
+    if (changes[0] == '\0')
+        return REC_OK;
+    char subject[400];
+    api_reply_free(r);
+    snprintf(subject, sizeof(subject), "$JS.API.STREAM.UPDATE.%s", name);
+    if (api(n, subject, update, r, err) != CMN_OK)
+        return REC_RETRY;
+    if (r->code != 0) {
+        char what[400];
+        snprintf(what, sizeof(what), "update stream %.64s (%.300s)", name, changes);
+        enum rec out = api_failure(err, what, r);
+        if (r->err_code == JSStreamReplicasNotSupportedErr ||
+            r->err_code == JSStreamReplicasNotUpdatableErr)
+            out = REC_FATAL;
+        return out;
+    }
+    char detail[800];
+    snprintf(detail, sizeof(detail), "stream %s updated: %s", name, changes);
+    emit(n, CMN_NATS_CHANGED, detail);
+    return REC_OK;
+}
+
 static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work_queue,
                                  struct cmn_err *err)
 {
@@ -483,24 +511,7 @@ static enum rec reconcile_stream(struct cmn_nats *n, const char *name, bool work
             json_object_set_new(update, "discard", json_string("new"));
         }
     }
-    if (changes[0] != '\0') {
-        api_reply_free(&r);
-        snprintf(subject, sizeof(subject), "$JS.API.STREAM.UPDATE.%s", name);
-        if (api(n, subject, update, &r, err) != CMN_OK) {
-            out = REC_RETRY;
-        } else if (r.code != 0) {
-            char what[400];
-            snprintf(what, sizeof(what), "update stream %.64s (%.300s)", name, changes);
-            out = api_failure(err, what, &r);
-            if (r.err_code == JSStreamReplicasNotSupportedErr ||
-                r.err_code == JSStreamReplicasNotUpdatableErr)
-                out = REC_FATAL;
-        } else {
-            char detail[800];
-            snprintf(detail, sizeof(detail), "stream %s updated: %s", name, changes);
-            emit(n, CMN_NATS_CHANGED, detail);
-        }
-    }
+    out = update_stream(n, name, update, changes, &r, err);
     json_decref(update);
 out:
     json_decref(want);
@@ -591,19 +602,7 @@ static enum rec reconcile_bucket(struct cmn_nats *n, struct cmn_err *err)
         note_change(changes, sizeof(changes), "allow_direct", "false", "true");
         json_object_set_new(update, "allow_direct", json_true());
     }
-    if (changes[0] != '\0') {
-        api_reply_free(&r);
-        snprintf(subject, sizeof(subject), "$JS.API.STREAM.UPDATE.%s", stream);
-        if (api(n, subject, update, &r, err) != CMN_OK) {
-            out = REC_RETRY;
-        } else if (r.code != 0) {
-            out = api_failure(err, "update call-record bucket", &r);
-        } else {
-            char detail[800];
-            snprintf(detail, sizeof(detail), "stream %s updated: %s", stream, changes);
-            emit(n, CMN_NATS_CHANGED, detail);
-        }
-    }
+    out = update_stream(n, stream, update, changes, &r, err);
     json_decref(update);
 out:
     json_decref(want);
