@@ -320,7 +320,8 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
     char fn_label[CMN_NAME_MAX * 2 + 24];
     gw_fn_label(fn.name, fn.ns, NULL, 0, fn_label, sizeof(fn_label));
     char url[URL_MAX];
-    enum cmn_status st = cmn_resolver_lookup(as->config.resolver, &fn, url, sizeof(url), NULL);
+    enum cmn_status st =
+        cmn_resolver_lookup_policy(as->config.resolver, &fn, url, sizeof(url), &qc.policy, NULL);
     if (st != CMN_OK) {
         snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
         gw_req_reply_text(r, 404, text);
@@ -384,6 +385,20 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
         qc.not_before_ns = not_before_ms * 1000000;
     }
 
+    /* A function with a queue of its own: its calls go to that stream, kept
+     * by the keeper from now on (the first call waits for its creation
+     * within the publish deadline). */
+    if (qc.policy.queue[0] != '\0' && as->config.default_queue != NULL &&
+        strcmp(qc.policy.queue, as->config.default_queue) == 0)
+        qc.policy.queue[0] = '\0';
+    if (qc.policy.queue[0] != '\0' && as->nats != NULL &&
+        !cmn_nats_add_stream(as->nats, qc.policy.queue)) {
+        snprintf(text, sizeof(text), "queue %s of function %s.%s cannot be kept (too many queues)",
+                 qc.policy.queue, fn.name, fn.ns);
+        count(as, fn_label, 503);
+        gw_req_reply_text(r, 503, text);
+        goto out;
+    }
     memcpy(qc.call_id, r->call_id, sizeof(qc.call_id));
     qc.function = strndup(name, name_len);
     qc.method = strdup("POST");

@@ -34,12 +34,14 @@ struct gw_records;
 struct cmn_cbrules;
 
 struct gw_async_config {
-    struct event_base *base;                  /* bound: must outlive the module */
-    struct cmn_resolver *resolver;            /* bound */
-    struct cmn_metrics *metrics;              /* bound; NULL = no metrics */
-    const char *default_ns;                   /* copied */
-    int64_t max_body_bytes;                   /* larger bodies get 413 */
-    int64_t publish_timeout_ms;               /* the publisher's decision deadline (for logs) */
+    struct event_base *base;       /* bound: must outlive the module */
+    struct cmn_resolver *resolver; /* bound */
+    struct cmn_metrics *metrics;   /* bound; NULL = no metrics */
+    const char *default_ns;        /* copied */
+    int64_t max_body_bytes;        /* larger bodies get 413 */
+    int64_t publish_timeout_ms;    /* the publisher's decision deadline (for logs) */
+    const char *default_queue;     /* borrowed (lives as long as the module): faas_nats_channel; a
+                                      com.openfaas.queue naming it is the default queue */
     const struct cmn_cbrules *callback_rules; /* bound; NULL = any destination */
     struct gw_records *records;               /* bound; NULL = call records off (no DELETE route);
                                                  see gw_async_set_records */

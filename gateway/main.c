@@ -27,6 +27,7 @@
 #include "records.h"
 #include "proxy.h"
 #include "request.h"
+#include "catalog.h"
 #include "server.h"
 #include "system.h"
 
@@ -51,6 +52,9 @@ struct gw_config {
     int64_t stream_replicas;
     int64_t nats_ping_interval;
     char *functions_file;
+    char *functions_provider_url;
+    int64_t functions_cache_ttl;
+    char *function_queues;
     bool direct_functions;
     char *direct_functions_suffix;
     char *function_namespace;
@@ -103,6 +107,14 @@ static const struct cmn_config_entry config_table[] = {
      "ping period; a server silent for 2 pings is left for another"},
     {"functions_file", CMN_CFG_STRING, NULL, NO_RANGE, OFF(functions_file), false,
      "functions.json for the static resolver (reloaded on SIGHUP)"},
+    {"functions_provider_url", CMN_CFG_STRING, NULL, NO_RANGE, OFF(functions_provider_url), false,
+     "OpenFaaS provider (faas-provider API, e.g. the process provider): functions are resolved "
+     "and invoked through it and /system/* is relayed to it"},
+    {"functions_cache_ttl", CMN_CFG_DURATION, "5s", 100, 3600000, OFF(functions_cache_ttl), false,
+     "provider mode: period of the function list refresh (an unknown name is looked up at once)"},
+    {"function_queues", CMN_CFG_STRING, "", NO_RANGE, OFF(function_queues), false,
+     "name[.namespace]=queue pairs, comma separated: the queue of functions without a "
+     "com.openfaas.queue annotation (DNS mode has no annotations)"},
     {"direct_functions", CMN_CFG_BOOL, "false", NO_RANGE, OFF(direct_functions), false,
      "resolve functions through DNS as <name>.<namespace>.<suffix>:8080"},
     {"direct_functions_suffix", CMN_CFG_STRING, "svc.cluster.local", NO_RANGE,
@@ -154,6 +166,7 @@ struct gateway {
     struct gw_async *async;
     struct gw_system *system;
     struct gw_records *records;
+    struct gw_catalog *catalog;
     struct cmn_cbrules *callback_rules;
     struct gw_server *server;
     struct evhttp *metrics_http;
@@ -167,6 +180,24 @@ struct gateway {
 static bool has_prefix(const char *s, const char *prefix)
 {
     return strncmp(s, prefix, strlen(prefix)) == 0;
+}
+
+static void route(struct gw_req *r, void *arg);
+
+/* Provider mode: a call naming a function the cache does not know waits for
+ * one provider lookup (gw_catalog_park), then is routed again. */
+static bool park_unknown(struct gateway *gw, struct gw_req *r, const char *rest)
+{
+    const char *name = NULL, *sub = NULL;
+    size_t name_len = 0;
+    struct cmn_fn_name fn;
+    char url[1024];
+    if (cmn_route_split(rest, &name, &name_len, &sub) != CMN_OK ||
+        cmn_name_parse(name, name_len, gw->cfg.function_namespace, &fn, NULL) != CMN_OK)
+        return false; /* the route answers it */
+    if (cmn_resolver_lookup(gw->resolver, &fn, url, sizeof(url), NULL) != CMN_ERR_NOT_FOUND)
+        return false;
+    return gw_catalog_park(gw->catalog, r, &fn, route, gw);
 }
 
 static void route(struct gw_req *r, void *arg)
@@ -187,6 +218,11 @@ static void route(struct gw_req *r, void *arg)
         }
     }
     const char *p = target.path;
+    if (gw->catalog != NULL && !r->resumed &&
+        ((has_prefix(p, "/function/") && park_unknown(gw, r, p + 10)) ||
+         (has_prefix(p, "/async-function/") && r->method == EVHTTP_REQ_POST &&
+          park_unknown(gw, r, p + 16))))
+        return;
     if (has_prefix(p, "/function/")) {
         gw_proxy_handle(gw->proxy, r, &target);
     } else if (has_prefix(p, "/async-function/")) {
@@ -254,6 +290,31 @@ static void stop_signal_cb(evutil_socket_t sig, short what, void *arg)
     drain_tick_cb(-1, 0, gw);
 }
 
+/* Every per-function queue the resolver knows gets its stream now, so that
+ * its calls are stored even before a worker for it starts. */
+static void keep_queues(struct gateway *gw)
+{
+    char names[CMN_NATS_MAX_EXTRA_STREAMS][CMN_QUEUE_MAX];
+    size_t n = cmn_resolver_queues(gw->resolver, names, CMN_NATS_MAX_EXTRA_STREAMS);
+    for (size_t i = 0; i < n && gw->nats != NULL; i++)
+        if (strcmp(names[i], gw->cfg.faas_nats_channel) != 0 &&
+            !cmn_nats_add_stream(gw->nats, names[i]))
+            LOG_WARN(NULL, "queue %s: no room for another stream (at most %d queues)", names[i],
+                     CMN_NATS_MAX_EXTRA_STREAMS);
+}
+
+static size_t records_queues(void *arg, char (*out)[CMN_QUEUE_MAX], size_t max)
+{
+    struct gateway *gw = arg;
+    return cmn_resolver_queues(gw->resolver, out, max);
+}
+
+static void policy_warn(void *arg, const char *line)
+{
+    (void)arg;
+    LOG_WARN(NULL, "%s", line);
+}
+
 static void hup_signal_cb(evutil_socket_t sig, short what, void *arg)
 {
     (void)sig;
@@ -261,12 +322,14 @@ static void hup_signal_cb(evutil_socket_t sig, short what, void *arg)
     struct gateway *gw = arg;
     struct cmn_err err;
     if (cmn_resolver_mode(gw->resolver) != CMN_RESOLVER_STATIC) {
-        LOG_INFO(NULL, "SIGHUP: DNS resolver mode, nothing to reload");
+        LOG_INFO(NULL, "SIGHUP: %s resolver mode, nothing to reload",
+                 cmn_resolver_mode(gw->resolver) == CMN_RESOLVER_DNS ? "DNS" : "provider");
         return;
     }
-    if (cmn_resolver_reload(gw->resolver, &err) == CMN_OK)
+    if (cmn_resolver_reload(gw->resolver, &err) == CMN_OK) {
         LOG_INFO(NULL, "SIGHUP: reloaded %s", gw->cfg.functions_file);
-    else
+        keep_queues(gw);
+    } else
         LOG_WARN(NULL, "SIGHUP: reload of %s failed, keeping the previous functions: %s",
                  gw->cfg.functions_file, err.msg);
 }
@@ -287,6 +350,9 @@ static void declare_metrics(struct cmn_metrics *m)
     cmn_metrics_declare(m, "gateway_async_stored_after_503_total", CMN_METRIC_COUNTER,
                         "Calls answered 503 (not confirmed in time) that the stream stored later");
     cmn_metrics_add(m, "gateway_async_stored_after_503_total", NULL, 0);
+    cmn_metrics_declare(m, "gateway_function_queued_invocations_total", CMN_METRIC_COUNTER,
+                        "Sync-route invocations that were attempts of queued calls "
+                        "(X-Call-Attempt: the queue-worker invoking through the gateway)");
     cmn_metrics_declare(m, "gateway_function_cancelled_total", CMN_METRIC_COUNTER,
                         "Sync calls cancelled because the client hung up (by function)");
     cmn_metrics_declare(m, "gateway_upstream_retries_total", CMN_METRIC_COUNTER,
@@ -332,6 +398,7 @@ static void shutdown_all(struct gateway *gw)
     gw_async_free(gw->async);
     gw_proxy_free(gw->proxy);
     gw_req_teardown();
+    gw_catalog_free(gw->catalog);
     gw_system_free(gw->system);
     if (gw->dns != NULL)
         evdns_base_free(gw->dns, 1); /* runs orphaned lookups' callbacks: they free */
@@ -392,6 +459,10 @@ int main(int argc, char **argv)
     struct cmn_resolver_config rcfg = {.functions_file = gw.cfg.functions_file,
                                        .direct_functions = gw.cfg.direct_functions,
                                        .direct_suffix = gw.cfg.direct_functions_suffix,
+                                       .provider_url = gw.cfg.functions_provider_url,
+                                       .provider_catalog = true,
+                                       .function_queues = gw.cfg.function_queues,
+                                       .warn = policy_warn,
                                        .http_only = true};
     if (cmn_resolver_new(&rcfg, &gw.resolver, &err) != CMN_OK) {
         LOG_ERROR(NULL, "resolver: %s", err.msg);
@@ -449,7 +520,8 @@ int main(int argc, char **argv)
                                    .metrics = gw.metrics,
                                    .default_ns = gw.cfg.function_namespace,
                                    .max_body_bytes = gw.cfg.max_body_bytes,
-                                   .publish_timeout_ms = gw.cfg.nats_publish_timeout};
+                                   .publish_timeout_ms = gw.cfg.nats_publish_timeout,
+                                   .default_queue = gw.cfg.faas_nats_channel};
     if (gw_proxy_new(&pcfg, &gw.proxy, &err) != CMN_OK ||
         gw_async_new(&acfg, &gw.async, &err) != CMN_OK) {
         LOG_ERROR(NULL, "start-up: %s", err.msg);
@@ -490,12 +562,15 @@ int main(int argc, char **argv)
         goto out;
     }
     gw_async_set_nats(gw.async, gw.nats, gw.pub);
+    keep_queues(&gw);
     struct gw_records_config reccfg = {.base = gw.base,
                                        .nats = gw.cfg.call_records ? gw.nats : NULL,
                                        .bucket = gw.cfg.call_records_bucket,
                                        .stream = gw.cfg.faas_nats_channel,
                                        .dead_letter_stream = gw.cfg.dead_letter_stream,
-                                       .max_jobs = 1024};
+                                       .max_jobs = 1024,
+                                       .queues = records_queues,
+                                       .queues_arg = &gw};
     if (gw_records_new(&reccfg, &gw.records, &err) != CMN_OK) {
         LOG_ERROR(NULL, "start-up: %s", err.msg);
         goto out;
@@ -511,8 +586,23 @@ int main(int argc, char **argv)
                                     .default_ns = gw.cfg.function_namespace,
                                     .basic_auth = gw.cfg.basic_auth,
                                     .auth_user = auth_user,
-                                    .auth_password = auth_password};
+                                    .auth_password = auth_password,
+                                    .provider_url = gw.cfg.functions_provider_url,
+                                    .proxy = gw.proxy};
     enum cmn_status sst = gw_system_new(&scfg, &gw.system, &err);
+    if (sst == CMN_OK && gw.cfg.functions_provider_url != NULL) {
+        struct gw_catalog_config ccfg = {.base = gw.base,
+                                         .dns = gw.dns,
+                                         .resolver = gw.resolver,
+                                         .provider_url = gw.cfg.functions_provider_url,
+                                         .authorization = gw_system_authorization(gw.system),
+                                         .default_ns = gw.cfg.function_namespace,
+                                         .refresh_ms = gw.cfg.functions_cache_ttl,
+                                         .negative_ms = 1000};
+        sst = gw_catalog_new(&ccfg, &gw.catalog, &err);
+        if (sst == CMN_OK)
+            gw_system_set_catalog(gw.system, gw.catalog);
+    }
     if (sst == CMN_OK)
         gw_system_set_records(gw.system, gw.records);
     memset(auth_password, 0, sizeof(auth_password));
@@ -563,10 +653,13 @@ int main(int argc, char **argv)
              "gateway %s listening on :%lld (metrics :%lld), NATS %s stream %s, resolver %s%s",
              CFAAS_VERSION, (long long)gw.cfg.port, (long long)gw.cfg.metrics_port, nats_url,
              gw.cfg.faas_nats_channel,
-             cmn_resolver_mode(gw.resolver) == CMN_RESOLVER_DNS ? "dns suffix " : "static ",
-             cmn_resolver_mode(gw.resolver) == CMN_RESOLVER_DNS
-                 ? gw.cfg.direct_functions_suffix
-                 : (gw.cfg.functions_file != NULL ? gw.cfg.functions_file : ""));
+             cmn_resolver_mode(gw.resolver) == CMN_RESOLVER_DNS        ? "dns suffix "
+             : cmn_resolver_mode(gw.resolver) == CMN_RESOLVER_PROVIDER ? "provider "
+                                                                       : "static ",
+             cmn_resolver_mode(gw.resolver) == CMN_RESOLVER_DNS ? gw.cfg.direct_functions_suffix
+             : gw.cfg.functions_provider_url != NULL            ? gw.cfg.functions_provider_url
+             : gw.cfg.functions_file != NULL                    ? gw.cfg.functions_file
+                                                                : "");
 
     event_base_dispatch(gw.base);
     rc = gw_async_fatal(gw.async) ? 1 : 0;

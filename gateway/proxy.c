@@ -89,7 +89,10 @@ struct px_call {
     struct event deadline;
     enum evhttp_cmd_type method;
     bool waiting_dns;
-    bool retried;                         /* already sent once more after a stale connection */
+    bool retried;              /* already sent once more after a stale connection */
+    const char *authorization; /* forward: replaces the client's (borrowed) */
+    void (*on_response)(struct gw_req *r, int *status, void *arg); /* forward: before the reply */
+    void *on_arg;
     char fn_full[CMN_NAME_MAX * 2];       /* "name.ns" */
     char fn_label[CMN_NAME_MAX * 2 + 24]; /* function_name="name.ns" */
     char *uri;                            /* uri_inline or malloc'ed */
@@ -446,6 +449,10 @@ static void record_metrics(struct px_call *call, int code)
     double seconds = (double)(gw_mono_ns() - call->r->t0_ns) / 1e9;
     cmn_metrics_add(m, "gateway_function_invocation_total", labels, 1);
     cmn_metrics_observe(m, "gateway_functions_seconds", labels, seconds);
+    /* an attempt of a queued call (the worker invoking through the gateway):
+     * invocationCount counted it when it was accepted */
+    if (evhttp_find_header(&call->r->in_headers, "X-Call-Attempt") != NULL)
+        cmn_metrics_add(m, "gateway_function_queued_invocations_total", call->fn_label, 1);
 }
 
 /* Stops whatever the call waits for (DNS, upstream request) without replying. */
@@ -573,6 +580,13 @@ static void up_done_cb(void *arg, enum gw_up_result result)
     if (result == GW_UP_OK) {
         pool_put(px, call->up, conn, call->conn_gen);
         const char *reason = call->reason[0] != '\0' ? call->reason : NULL;
+        if (call->on_response != NULL) {
+            int status = call->status;
+            call->on_response(call->r, &status, call->on_arg);
+            if (status != call->status)
+                reason = NULL;
+            call->status = status;
+        }
         gw_req_reply(call->r, call->status, reason); /* the body is in the reply */
         record_metrics(call, call->status);
         LOG_DEBUG(call->r->call_id, "proxied %s%s -> %d", call->up->base_url, LOG_URI(call),
@@ -668,9 +682,13 @@ static void call_send(struct px_call *call)
         }
     }
     for (struct evkeyval *h = r->in_headers.tqh_first; h != NULL; h = h->next.tqe_next) {
+        if (call->authorization != NULL && strcasecmp(h->key, "Authorization") == 0)
+            continue;
         if (cmn_header_forwardable(CMN_HOP_TO_FUNCTION, h->key, connection))
             (void)gw_head_header(&b, h->key, h->value);
     }
+    if (call->authorization != NULL)
+        (void)gw_head_header(&b, "Authorization", call->authorization);
     (void)cmn_header_add_forwarded(&fwd, gw_head_header, &b);
     struct evbuffer *body = r->in_body;
     size_t body_len = evbuffer_get_length(body);
@@ -684,7 +702,7 @@ static void call_send(struct px_call *call)
 
     /* Counted here, once the function is known to exist: in DNS mode a
      * client could otherwise create a series per made-up name. */
-    if (px->config.metrics != NULL && !call->retried)
+    if (px->config.metrics != NULL && !call->retried && call->fn_label[0] != '\0')
         cmn_metrics_add(px->config.metrics, "gateway_function_invocation_started", call->fn_label,
                         1);
     /* The body is sent by reference: it stays in the client's request for a
@@ -733,6 +751,68 @@ static bool build_uri(struct px_call *call, const char *prefix, const char *sub,
 
 _Static_assert(sizeof(struct px_call) <= GW_REQ_AREA_BYTES, "px_call must fit a request's area");
 
+/* A call in `r`'s area, held by the proxy. */
+static struct px_call *call_new(struct gw_proxy *px, struct gw_req *r)
+{
+    struct px_call *call = gw_req_area(r);
+    memset(call, 0, offsetof(struct px_call, uri_inline));
+    call->px = px;
+    call->r = r;
+    call->uri = call->uri_inline;
+    call->method = (enum evhttp_cmd_type)r->method;
+    px->live_count++;
+    gw_req_hold(r, &call_hooks, call);
+    return call;
+}
+
+/* Sends `call` to base URL `url` + `sub` + `query` (`path`: for the logs),
+ * once the upstream's address is known. */
+static void call_start(struct px_call *call, const char *url, const char *sub, const char *query,
+                       const char *path)
+{
+    struct gw_proxy *px = call->px;
+    struct gw_req *r = call->r;
+    struct upstream *up = upstream_get(px, url);
+    if (up == NULL || up->broken) {
+        LOG_WARN(r->call_id, "unusable upstream URL for %s: %s (only http:// is supported)",
+                 call->fn_full, url);
+        call_finish(call, 502);
+        return;
+    }
+    call->up = up;
+    up->refs++;
+    if (!build_uri(call, up->prefix, sub, query)) {
+        call_finish_why(call, 503, "out of memory");
+        return;
+    }
+
+    event_assign(&call->deadline, px->config.base, -1, 0, call_deadline_cb, call);
+    struct timeval tv = {.tv_sec = (time_t)(px->config.upstream_timeout_ms / 1000),
+                         .tv_usec = (suseconds_t)(px->config.upstream_timeout_ms % 1000) * 1000};
+    event_add(&call->deadline, &tv);
+    LOG_DEBUG(r->call_id, "proxy %s -> %s%s", path, up->base_url, LOG_URI(call));
+
+    int64_t now = gw_mono_ns();
+    if (up->numeric || (up->have_addr && now < up->dns_expiry_ns)) {
+        call_send(call);
+        return;
+    }
+    if (up->have_addr) {
+        /* Stale positive answer: use it and refresh in the background. */
+        call_send(call);
+        dns_start(px, up);
+        return;
+    }
+    if (up->lookup == NULL && now < up->dns_expiry_ns) {
+        dns_fail(call, up->dns_result); /* negative cache */
+        return;
+    }
+    call->waiting_dns = true;
+    call->wait_next = up->waiters;
+    up->waiters = call;
+    dns_start(px, up); /* may complete (and free the call) before returning */
+}
+
 void gw_proxy_handle(struct gw_proxy *px, struct gw_req *r, const struct gw_target *target)
 {
     const char *rest = target->path + strlen(ROUTE_PREFIX);
@@ -762,56 +842,22 @@ void gw_proxy_handle(struct gw_proxy *px, struct gw_req *r, const struct gw_targ
         return;
     }
     (void)gw_req_set_ids(r, false, true);
-    struct px_call *call = gw_req_area(r);
-    memset(call, 0, offsetof(struct px_call, uri_inline));
-    call->px = px;
-    call->r = r;
-    call->uri = call->uri_inline;
-    call->method = (enum evhttp_cmd_type)r->method;
-    px->live_count++;
-    gw_req_hold(r, &call_hooks, call);
+    struct px_call *call = call_new(px, r);
     gw_fn_label(fn.name, fn.ns, call->fn_full, sizeof(call->fn_full), call->fn_label,
                 sizeof(call->fn_label));
+    call_start(call, url, sub, target->query, target->path);
+}
 
-    struct upstream *up = upstream_get(px, url);
-    if (up == NULL || up->broken) {
-        LOG_WARN(r->call_id, "unusable upstream URL for %s.%s: %s (only http:// is supported)",
-                 fn.name, fn.ns, url);
-        call_finish(call, 502);
-        return;
-    }
-    call->up = up;
-    up->refs++;
-    if (!build_uri(call, up->prefix, sub, target->query)) {
-        call_finish_why(call, 503, "out of memory");
-        return;
-    }
-
-    event_assign(&call->deadline, px->config.base, -1, 0, call_deadline_cb, call);
-    struct timeval tv = {.tv_sec = (time_t)(px->config.upstream_timeout_ms / 1000),
-                         .tv_usec = (suseconds_t)(px->config.upstream_timeout_ms % 1000) * 1000};
-    event_add(&call->deadline, &tv);
-    LOG_DEBUG(r->call_id, "proxy %s -> %s%s", target->path, up->base_url, LOG_URI(call));
-
-    int64_t now = gw_mono_ns();
-    if (up->numeric || (up->have_addr && now < up->dns_expiry_ns)) {
-        call_send(call);
-        return;
-    }
-    if (up->have_addr) {
-        /* Stale positive answer: use it and refresh in the background. */
-        call_send(call);
-        dns_start(px, up);
-        return;
-    }
-    if (up->lookup == NULL && now < up->dns_expiry_ns) {
-        dns_fail(call, up->dns_result); /* negative cache */
-        return;
-    }
-    call->waiting_dns = true;
-    call->wait_next = up->waiters;
-    up->waiters = call;
-    dns_start(px, up); /* may complete (and free the call) before returning */
+void gw_proxy_forward(struct gw_proxy *px, struct gw_req *r, const struct gw_target *target,
+                      const struct gw_forward *fwd)
+{
+    (void)gw_req_set_ids(r, false, true);
+    struct px_call *call = call_new(px, r);
+    snprintf(call->fn_full, sizeof(call->fn_full), "%s", "provider");
+    call->authorization = fwd->authorization;
+    call->on_response = fwd->on_response;
+    call->on_arg = fwd->arg;
+    call_start(call, fwd->base_url, target->path, target->query, target->path);
 }
 
 enum cmn_status gw_proxy_new(const struct gw_proxy_config *config, struct gw_proxy **out,

@@ -47,6 +47,27 @@ enum cmn_status gw_proxy_new(const struct gw_proxy_config *config, struct gw_pro
  * on a fresh connection. */
 void gw_proxy_handle(struct gw_proxy *px, struct gw_req *r, const struct gw_target *target);
 
+/* A request relayed to a fixed upstream rather than a function: the
+ * provider's /system API in provider mode. */
+struct gw_forward {
+    const char *base_url;      /* "http://host:port[/prefix]"; borrowed, must outlive the call */
+    const char *authorization; /* replaces the client's Authorization (borrowed, must outlive
+                                  the call); NULL = the client's passes */
+    /* Called on the loop thread with the upstream's whole answer already in
+     * r->out_headers / r->out_body, before the reply; may rewrite them and
+     * `*status`. Not called for gateway-made answers (502, 504). NULL =
+     * relay as is. */
+    void (*on_response)(struct gw_req *r, int *status, void *arg);
+    void *arg;
+};
+
+/* Relays `r` (taken, as gw_proxy_handle) to fwd->base_url + the request's
+ * path unchanged + its query, with the same header rules, bounds, timeout
+ * and hang-up handling as a function call; no function metrics. `fwd` is
+ * copied. */
+void gw_proxy_forward(struct gw_proxy *px, struct gw_req *r, const struct gw_target *target,
+                      const struct gw_forward *fwd);
+
 /* Calls in flight (their requests are also counted by gw_req_live). */
 size_t gw_proxy_inflight(const struct gw_proxy *px);
 

@@ -429,6 +429,8 @@ enum cmn_status gw_records_new(const struct gw_records_config *config, struct gw
     if (config->nats != NULL) {
         struct cmn_recq_config qc = {.bucket = config->bucket,
                                      .stream = config->stream,
+                                     .queues = config->queues,
+                                     .queues_arg = config->queues_arg,
                                      .dead_letter_stream = config->dead_letter_stream,
                                      .timeout_ms = 2000};
         enum cmn_status st = cmn_recq_new(config->nats, &qc, &rec->q, err);

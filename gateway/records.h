@@ -14,6 +14,7 @@
 
 #include <stdint.h>
 
+#include "cmn/callrec.h"
 #include "cmn/status.h"
 #include "request.h"
 
@@ -28,6 +29,8 @@ struct gw_records_config {
     const char *stream;             /* work-queue stream; copied */
     const char *dead_letter_stream; /* copied; NULL = none */
     int max_jobs;                   /* queued jobs before new ones get 503 */
+    cmn_recq_queues_fn queues;      /* per-function queues to look in too; NULL = none */
+    void *queues_arg;
 };
 
 /* Creates the module and starts its thread. With `nats` NULL (call records

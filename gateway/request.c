@@ -324,7 +324,7 @@ void gw_req_header(struct gw_req *r, const char *name, const char *value)
         (void)gw_hdr_add(&r->out_headers, name, strlen(name), value, strlen(value));
 }
 
-static void req_free(struct gw_req *r)
+static void live_remove(struct gw_req *r)
 {
     if (r->held) {
         if (r->prev != NULL)
@@ -336,6 +336,19 @@ static void req_free(struct gw_req *r)
         live_count--;
         r->held = false;
     }
+}
+
+void gw_req_unhold(struct gw_req *r)
+{
+    live_remove(r);
+    r->prev = r->next = NULL;
+    r->hooks = NULL;
+    r->state = NULL;
+}
+
+static void req_free(struct gw_req *r)
+{
+    live_remove(r);
     gw_hdr_clear(&r->in_headers);
     gw_hdr_clear(&r->out_headers);
     /* Large buffers are not kept in the cache: memory returns after a burst. */
@@ -383,6 +396,7 @@ struct gw_req *gw_req_new(struct gw_conn *c)
     r->state = NULL;
     r->method = 0;
     r->held = r->replied = r->gone = false;
+    r->resumed = false;
     r->t0_ns = 0;
     if (r->uri != NULL)
         r->uri[0] = '\0';

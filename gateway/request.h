@@ -146,6 +146,7 @@ struct gw_req {
     void *state; /* the route's, given to gw_req_hold */
     int method;  /* enum evhttp_cmd_type */
     bool held, replied, gone;
+    bool resumed;  /* routed once more after a wait (provider lookups): do not wait again */
     int64_t t0_ns; /* monotonic, when the request was complete */
     /* The request, owned (filled by the server): the target as sent, the
      * headers in order (gw_hdr_* nodes), the body. */
@@ -206,6 +207,11 @@ bool gw_req_set_ids(struct gw_req *r, bool strict, bool adopt_start);
 /* Keeps `r` past its handler: `hooks` (static) and `state` (the route's) are
  * called as documented above. */
 void gw_req_hold(struct gw_req *r, const struct gw_req_hooks *hooks, void *state);
+
+/* Undoes gw_req_hold for a request that is neither replied nor gone, so
+ * that it can be routed again as if new (a route that waited for something
+ * before choosing the handler). */
+void gw_req_unhold(struct gw_req *r);
 
 /* Sends the one reply: status `code`, `reason` (NULL = standard phrase),
  * r->out_headers (plus X-Call-Id and X-Start-Time when set and not already

@@ -4,6 +4,8 @@
  * the shared registry. */
 #include "system.h"
 
+#include "catalog.h"
+#include "proxy.h"
 #include "records.h"
 
 #include <ctype.h>
@@ -17,6 +19,7 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
+#include <jansson.h>
 
 #include "cmn/jspub.h"
 #include "cmn/nats.h"
@@ -28,6 +31,8 @@ struct gw_system {
     struct gw_system_config config;
     char *default_ns;
     char *expected_token; /* base64("user:password"), NULL when auth is off */
+    char *authorization;  /* "Basic <expected_token>", NULL when auth is off */
+    char *provider_url;   /* provider mode, NULL otherwise */
     struct gw_records *records;
     size_t expected_len;
     char arch[65];
@@ -172,6 +177,7 @@ static void system_info(struct gw_system *sys, struct gw_req *r)
     char json[1024];
     const char *mode =
         cmn_resolver_mode(sys->config.resolver) == CMN_RESOLVER_DNS ? "dns" : "static";
+    /* provider mode relays /system/info (provider_route) */
     snprintf(json, sizeof(json),
              "{\"provider\":{\"provider\":\"cfaas\",\"orchestration\":\"%s\","
              "\"version\":{\"release\":\"%s\",\"sha\":\"\",\"commit_message\":\"\"}},"
@@ -199,13 +205,168 @@ static void system_function(struct gw_system *sys, struct gw_req *r, const struc
         gw_req_reply_text(r, 400, text);
         return;
     }
-    char *json = cmn_resolver_function_json(sys->config.resolver, &fn);
+    char *json = cmn_resolver_function_json(sys->config.resolver, &fn, gw_system_invocations, sys);
     if (json == NULL) {
         snprintf(text, sizeof(text), "function not found: %s.%s", fn.name, fn.ns);
         gw_req_reply_text(r, 404, text);
         return;
     }
     reply_json(r, json);
+}
+
+double gw_system_invocations(void *arg, const char *name, const char *ns)
+{
+    struct gw_system *sys = arg;
+    if (sys->config.metrics == NULL)
+        return 0;
+    char prefix[CMN_NAME_MAX * 2 + 32];
+    snprintf(prefix, sizeof(prefix), "function_name=\"%s.%s\",", name, ns);
+    /* each call once: sync calls answered, async calls accepted; the
+     * worker's attempts through the sync route are not counted again */
+    char fn_label[CMN_NAME_MAX * 2 + 32];
+    snprintf(fn_label, sizeof(fn_label), "function_name=\"%s.%s\"", name, ns);
+    double n =
+        cmn_metrics_sum(sys->config.metrics, "gateway_function_invocation_total", prefix, NULL) +
+        cmn_metrics_sum(sys->config.metrics, "gateway_async_requests_total", prefix,
+                        "code=\"202\"") -
+        cmn_metrics_sum(sys->config.metrics, "gateway_function_queued_invocations_total", fn_label,
+                        NULL);
+    return n > 0 ? n : 0;
+}
+
+const char *gw_system_authorization(const struct gw_system *sys)
+{
+    return sys->authorization;
+}
+
+/* ---- provider mode ---------------------------------------------------------- */
+
+/* Replaces the reply body with `json` (taken) as application/json. */
+static void set_json_body(struct gw_req *r, char *json)
+{
+    evbuffer_drain(r->out_body, evbuffer_get_length(r->out_body));
+    evbuffer_add(r->out_body, json, strlen(json));
+    free(json);
+    gw_hdr_clear(&r->out_headers);
+    gw_req_header(r, "Content-Type", "application/json");
+}
+
+/* The request's own target again (the forward callbacks only get `r`). */
+static bool request_target(const struct gw_req *r, struct gw_target *t)
+{
+    return gw_target_split(r->uri, t);
+}
+
+/* GET /system/functions: the provider's list, cached, with our counts. */
+static void on_list(struct gw_req *r, int *status, void *arg)
+{
+    struct gw_system *sys = arg;
+    struct gw_target t;
+    if (*status != 200 || !request_target(r, &t))
+        return;
+    char ns[CMN_NAME_MAX];
+    const char *use = query_namespace(&t, ns, sizeof(ns)) ? ns : sys->default_ns;
+    size_t len = evbuffer_get_length(r->out_body);
+    const char *body = (const char *)evbuffer_pullup(r->out_body, -1);
+    char *json = NULL;
+    if (body == NULL ||
+        cmn_status_json_enrich(body, len, use, gw_system_invocations, sys, &json) != CMN_OK) {
+        /* the Go gateway answers 500 for a list it cannot read */
+        evbuffer_drain(r->out_body, len);
+        gw_hdr_clear(&r->out_headers);
+        gw_req_header(r, "Content-Type", "text/plain; charset=utf-8");
+        evbuffer_add_printf(r->out_body, "Unable to parse list of functions from provider");
+        *status = 500;
+        return;
+    }
+    (void)cmn_resolver_provider_put(sys->config.resolver, body, len, use, use, NULL);
+    set_json_body(r, json);
+}
+
+/* GET /system/function/<name>: the provider's status, cached, with our count. */
+static void on_function(struct gw_req *r, int *status, void *arg)
+{
+    struct gw_system *sys = arg;
+    struct gw_target t;
+    if (!request_target(r, &t) || strncmp(t.path, "/system/function/", 17) != 0)
+        return;
+    char ns[CMN_NAME_MAX];
+    const char *name = t.path + 17;
+    const char *default_ns = sys->default_ns;
+    if (strchr(name, '.') == NULL && query_namespace(&t, ns, sizeof(ns)))
+        default_ns = ns;
+    struct cmn_fn_name fn;
+    if (cmn_name_parse(name, strlen(name), default_ns, &fn, NULL) != CMN_OK)
+        return;
+    if (*status == 404) {
+        cmn_resolver_provider_drop(sys->config.resolver, &fn);
+        return;
+    }
+    if (*status != 200)
+        return;
+    size_t len = evbuffer_get_length(r->out_body);
+    const char *body = (const char *)evbuffer_pullup(r->out_body, -1);
+    char *json = NULL;
+    if (body == NULL ||
+        cmn_status_json_enrich(body, len, fn.ns, gw_system_invocations, sys, &json) != CMN_OK)
+        return; /* relayed as the provider sent it */
+    (void)cmn_resolver_provider_put(sys->config.resolver, body, len, NULL, fn.ns, NULL);
+    set_json_body(r, json);
+}
+
+/* GET /system/info: GatewayInfo around the provider's ProviderInfo, always
+ * 200 with a non-null provider (faas-cli version dereferences it). */
+static void on_info(struct gw_req *r, int *status, void *arg)
+{
+    struct gw_system *sys = arg;
+    json_t *provider = NULL;
+    if (*status == 200) {
+        size_t len = evbuffer_get_length(r->out_body);
+        const char *body = (const char *)evbuffer_pullup(r->out_body, -1);
+        provider = body != NULL ? json_loadb(body, len, 0, NULL) : NULL;
+        if (!json_is_object(provider) || !json_is_object(json_object_get(provider, "version"))) {
+            json_decref(provider);
+            provider = NULL;
+        }
+    }
+    if (provider == NULL)
+        provider = json_pack("{s:s,s:s,s:{s:s,s:s}}", "provider", "unknown", "orchestration",
+                             "unknown", "version", "release", "", "sha", "");
+    json_t *info =
+        json_pack("{s:o,s:{s:s,s:s,s:s},s:s}", "provider", provider, "version", "release",
+                  CFAAS_VERSION, "sha", "", "commit_message", "", "arch", sys->arch);
+    char *json = info != NULL ? json_dumps(info, JSON_COMPACT) : NULL;
+    json_decref(info);
+    if (json == NULL)
+        return;
+    set_json_body(r, json);
+    *status = 200;
+}
+
+/* Deploy, update, remove, scale: the catalogue learns of it at once. */
+static void on_change(struct gw_req *r, int *status, void *arg)
+{
+    (void)r;
+    struct gw_system *sys = arg;
+    if (*status >= 200 && *status < 300 && sys->config.catalog != NULL)
+        gw_catalog_changed(sys->config.catalog);
+}
+
+static void provider_route(struct gw_system *sys, struct gw_req *r, const struct gw_target *target)
+{
+    const char *path = target->path;
+    struct gw_forward fwd = {
+        .base_url = sys->provider_url, .authorization = sys->authorization, .arg = sys};
+    bool get = is_get(r);
+    if (strcmp(path, "/system/functions") == 0)
+        fwd.on_response = get ? on_list : on_change;
+    else if (strncmp(path, "/system/function/", 17) == 0 && get)
+        fwd.on_response = on_function;
+    else if (strcmp(path, "/system/info") == 0 && get)
+        fwd.on_response = on_info;
+    else if (strncmp(path, "/system/scale-function/", 23) == 0)
+        fwd.on_response = on_change;
+    gw_proxy_forward(sys->config.proxy, r, target, &fwd);
 }
 
 void gw_system_handle(struct gw_system *sys, struct gw_req *r, const struct gw_target *target)
@@ -221,6 +382,10 @@ void gw_system_handle(struct gw_system *sys, struct gw_req *r, const struct gw_t
         gw_records_system(sys->records, r, target);
         return;
     }
+    if (sys->provider_url != NULL && sys->config.proxy != NULL) {
+        provider_route(sys, r, target);
+        return;
+    }
     if (strcmp(path, "/system/functions") == 0 || strcmp(path, "/system/functions/") == 0) {
         if (!is_get(r)) {
             reply_method_not_allowed(r);
@@ -228,7 +393,8 @@ void gw_system_handle(struct gw_system *sys, struct gw_req *r, const struct gw_t
         }
         char ns[CMN_NAME_MAX];
         const char *use = query_namespace(target, ns, sizeof(ns)) ? ns : sys->default_ns;
-        reply_json(r, cmn_resolver_list_json(sys->config.resolver, use));
+        reply_json(r,
+                   cmn_resolver_list_json(sys->config.resolver, use, gw_system_invocations, sys));
         return;
     }
     if (strncmp(path, "/system/function/", 17) == 0 && path[17] != '\0') {
@@ -380,12 +546,31 @@ enum cmn_status gw_system_new(const struct gw_system_config *config, struct gw_s
         if (sys->expected_token == NULL)
             goto nomem;
         sys->expected_len = strlen(sys->expected_token);
+        sys->authorization = malloc(sys->expected_len + 7);
+        if (sys->authorization == NULL)
+            goto nomem;
+        memcpy(sys->authorization, "Basic ", 6);
+        memcpy(sys->authorization + 6, sys->expected_token, sys->expected_len + 1);
     }
+    if (config->provider_url != NULL) {
+        sys->provider_url = strdup(config->provider_url);
+        if (sys->provider_url == NULL)
+            goto nomem;
+        size_t n = strlen(sys->provider_url);
+        while (n > 0 && sys->provider_url[n - 1] == '/')
+            sys->provider_url[--n] = '\0';
+    }
+    sys->config.provider_url = sys->provider_url;
     *out = sys;
     return CMN_OK;
 nomem:
     gw_system_free(sys);
     return cmn_err_set(err, CMN_ERR_NOMEM, 0, "system: out of memory");
+}
+
+void gw_system_set_catalog(struct gw_system *sys, struct gw_catalog *catalog)
+{
+    sys->config.catalog = catalog;
 }
 
 void gw_system_set_records(struct gw_system *sys, struct gw_records *records)
@@ -401,6 +586,11 @@ void gw_system_free(struct gw_system *sys)
         memset(sys->expected_token, 0, sys->expected_len);
         free(sys->expected_token);
     }
+    if (sys->authorization != NULL) {
+        memset(sys->authorization, 0, strlen(sys->authorization));
+        free(sys->authorization);
+    }
+    free(sys->provider_url);
     free(sys->default_ns);
     free(sys);
 }

@@ -18,6 +18,8 @@ struct cmn_metrics;
 struct cmn_nats;
 struct cmn_jspub;
 struct gw_system;
+struct gw_proxy;
+struct gw_catalog;
 
 #define GW_SECRET_MAX 512
 
@@ -31,6 +33,14 @@ struct gw_system_config {
     bool basic_auth;               /* protect the /system/... routes */
     const char *auth_user;         /* copied; required when basic_auth */
     const char *auth_password;     /* copied; required when basic_auth */
+    /* Provider mode (functions_provider_url): every /system/... route but
+     * the call records is relayed to the provider through `proxy` with the
+     * gateway's credentials; the function list and status get real
+     * invocation counts, /system/info wraps the provider's. NULL = the
+     * gateway answers from its resolver. */
+    const char *provider_url;   /* copied */
+    struct gw_proxy *proxy;     /* bound; required with provider_url */
+    struct gw_catalog *catalog; /* bound; told about deploys, removes and scales */
 };
 
 /* Reads "<dir>/basic-auth-user" and "<dir>/basic-auth-password" (surrounding
@@ -74,6 +84,21 @@ struct gw_records;
 /* Routes /system/async-calls and /system/dead-letters[...] (after the auth
  * check) to `records` (bound). Loop thread, before the first request. */
 void gw_system_set_records(struct gw_system *sys, struct gw_records *records);
+
+/* "Basic <base64(user:password)>" of the gateway's own credentials (borrowed,
+ * lives as long as `sys`), NULL when basic_auth is off: what the gateway
+ * presents to a provider. */
+const char *gw_system_authorization(const struct gw_system *sys);
+
+/* Invocations of `name`.`ns` counted by this gateway, each call once: sync
+ * calls that got an answer plus async calls accepted (202), minus the
+ * queue-worker's attempts through the sync route (X-Call-Attempt); from the
+ * metrics registry (`arg` = the gw_system). A cmn_count_fn. Any thread. */
+double gw_system_invocations(void *arg, const char *name, const char *ns);
+
+/* Tells the provider-mode routes which catalogue learns of changes (bound).
+ * Loop thread, before the first request. */
+void gw_system_set_catalog(struct gw_system *sys, struct gw_catalog *catalog);
 
 /* Frees the module (secrets are wiped). NULL allowed. */
 void gw_system_free(struct gw_system *sys);

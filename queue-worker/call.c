@@ -582,9 +582,53 @@ static enum cmn_call_state final_state(const struct qw_call *c)
     return CMN_CALL_FAILED;
 }
 
+/* ---- the call's retry policy: the function's overrides (com.openfaas.retry.*,
+ * stamped by the gateway) over the worker's settings ---------------------- */
+
+static int64_t retries_of(const struct qw_call *c)
+{
+    const struct cmn_fn_policy *p = &c->call.policy;
+    return p->retry_attempts >= 0 ? p->retry_attempts : c->set->env.cfg->max_retry_attempts;
+}
+
+static int64_t min_wait_of(const struct qw_call *c)
+{
+    const struct cmn_fn_policy *p = &c->call.policy;
+    return p->retry_min_wait_ms >= 0 ? p->retry_min_wait_ms
+                                     : c->set->env.cfg->initial_retry_wait_ms;
+}
+
+static int64_t max_wait_of(const struct qw_call *c)
+{
+    const struct cmn_fn_policy *p = &c->call.policy;
+    int64_t max =
+        p->retry_max_wait_ms >= 0 ? p->retry_max_wait_ms : c->set->env.cfg->max_retry_wait_ms;
+    int64_t min = min_wait_of(c);
+    return max < min ? min : max;
+}
+
+/* True when `status` is one the call retries. */
+static bool retried_status(const struct qw_call *c, int status)
+{
+    if (status < 100 || status >= 600)
+        return false;
+    const char *list = c->call.policy.retry_codes;
+    if (list[0] == '\0')
+        return c->set->env.cfg->retry_http_codes.has[status];
+    for (const char *p = list; *p != '\0';) {
+        char *end = NULL;
+        long code = strtol(p, &end, 10);
+        if (end == p)
+            break;
+        if (code == status)
+            return true;
+        p = *end == ',' ? end + 1 : end;
+    }
+    return false;
+}
+
 static enum cmn_status build_callback_headers(struct qw_call *c)
 {
-    const struct qw_config *cfg = c->set->env.cfg;
     struct cmn_headers *h = &c->cb_headers;
     enum cmn_status st = CMN_OK;
     char num[64];
@@ -610,7 +654,7 @@ static enum cmn_status build_callback_headers(struct qw_call *c)
     snprintf(num, sizeof(num), "%" PRIu64, c->attempt > 0 ? c->attempt - 1 : 0);
     if (st == CMN_OK)
         st = cmn_headers_set(h, "X-Retry", num);
-    snprintf(num, sizeof(num), "%" PRId64, cfg->max_retry_attempts);
+    snprintf(num, sizeof(num), "%" PRId64, retries_of(c));
     if (st == CMN_OK)
         st = cmn_headers_set(h, "X-Retry-Max", num);
     if (st == CMN_OK && c->error[0])
@@ -1132,20 +1176,22 @@ static void schedule_retry(struct qw_call *c)
 {
     struct qw_calls *set = c->set;
     const struct qw_config *cfg = set->env.cfg;
-    int64_t delay = qw_retry_backoff_ms(c->attempt, cfg->initial_retry_wait_ms,
-                                        cfg->max_retry_wait_ms, random_unit(set));
+    int64_t min_wait = min_wait_of(c);
+    int64_t delay = qw_retry_backoff_ms(c->attempt, min_wait, max_wait_of(c), random_unit(set));
     const char *source = "backoff";
     const char *ra = cmn_headers_get(&c->resp.headers, "Retry-After");
     int64_t ra_ms = 0;
     if (ra && qw_retry_after_parse_ms(ra, (int64_t)time(NULL), &ra_ms)) {
-        delay = qw_retry_clamp_ms(ra_ms, cfg->initial_retry_wait_ms, cfg->max_retry_after_ms);
+        int64_t cap = cfg->max_retry_after_ms > min_wait ? cfg->max_retry_after_ms : min_wait;
+        delay = qw_retry_clamp_ms(ra_ms, min_wait, cap);
         source = "retry-after";
     }
     cmn_metrics_add(set->env.metrics, M_RETRIES, NULL, 1);
     LOG_INFO(c->log_id,
              "retry scheduled attempt=%" PRIu64 "/%" PRId64 " status=%d delay=%.3fs"
-             " source=%s",
-             c->attempt, cfg->max_retry_attempts + 1, c->status, (double)delay / 1000.0, source);
+             " source=%s%s",
+             c->attempt, retries_of(c) + 1, c->status, (double)delay / 1000.0, source,
+             cmn_fn_policy_set(&c->call.policy) ? " policy=function" : "");
     c->retry_delay_ms = delay;
     if (set->env.recs != NULL && c->claimed) {
         rec_issue(c, OP_RETRY); /* the NAK follows */
@@ -1164,7 +1210,7 @@ static void on_invoke_done(struct qw_http_response *r, void *closure)
     switch (r->result) {
     case QW_HTTP_OK:
         c->status = r->status;
-        retryable = r->status >= 100 && r->status < 600 && cfg->retry_http_codes.has[r->status];
+        retryable = retried_status(c, r->status);
         break;
     case QW_HTTP_TIMEOUT:
         c->status = 504;
@@ -1202,7 +1248,7 @@ static void on_invoke_done(struct qw_http_response *r, void *closure)
     if (cfg->write_debug && r->body_len)
         log_body(c->log_id, "response", r->body, r->body_len);
     if (retryable) {
-        if (c->attempt < (uint64_t)cfg->max_retry_attempts + 1) {
+        if (c->attempt < (uint64_t)retries_of(c) + 1) {
             schedule_retry(c);
             return;
         }
@@ -1287,6 +1333,11 @@ static void invoke(struct qw_call *c)
         st = cmn_headers_set(&c->req_headers, "X-Call-Id", c->call.call_id);
     if (st == CMN_OK)
         st = cmn_headers_set(&c->req_headers, "X-Start-Time", num);
+    /* the attempt number (1 = first): a function can tell a retry, and a
+     * gateway counts this call once, at its acceptance */
+    snprintf(num, sizeof(num), "%" PRIu64, c->attempt);
+    if (st == CMN_OK)
+        st = cmn_headers_set(&c->req_headers, "X-Call-Attempt", num);
     size_t body_len = 0;
     const void *body = cmn_js_msg_body(c->msg, &body_len);
     char ubuf[1024];
@@ -1428,7 +1479,7 @@ static bool too_old(const struct qw_call *c)
 static void run_claimed(struct qw_call *c)
 {
     const struct qw_config *cfg = c->set->env.cfg;
-    uint64_t budget = (uint64_t)cfg->max_retry_attempts + 1;
+    uint64_t budget = (uint64_t)retries_of(c) + 1;
     if (too_old(c)) {
         char age[32];
         c->expired = true;

@@ -32,6 +32,8 @@ static const struct cmn_config_entry table[] = {
      "(resolver settings below)"},
     {"functions_file", CMN_CFG_STRING, NULL, 0, -1, F(functions_file), false,
      "functions.json for direct invocation (static resolver)"},
+    {"functions_provider_url", CMN_CFG_STRING, NULL, 0, -1, F(functions_provider_url), false,
+     "direct invocation through an OpenFaaS provider: <url>/function/<name>.<namespace>"},
     {"direct_functions", CMN_CFG_BOOL, "false", 0, -1, F(direct_functions), false,
      "direct invocation through DNS: http://<name>.<namespace>.<suffix>:8080"},
     {"direct_functions_suffix", CMN_CFG_STRING, "svc.cluster.local", 0, -1,
@@ -138,8 +140,10 @@ int qw_config_init(struct qw_config *cfg, int argc, char **argv)
     if (!cfg->faas_nats_channel[0] || !cfg->faas_nats_queue_group[0])
         return invalid("faas_nats_channel and faas_nats_queue_group must not be empty");
     if (!cfg->gateway_invoke && !cfg->direct_functions &&
-        !(cfg->functions_file && cfg->functions_file[0]))
-        return invalid("gateway_invoke=false needs functions_file or direct_functions=true");
+        !(cfg->functions_file && cfg->functions_file[0]) &&
+        !(cfg->functions_provider_url && cfg->functions_provider_url[0]))
+        return invalid("gateway_invoke=false needs functions_file, functions_provider_url or "
+                       "direct_functions=true");
     return -1;
 }
 

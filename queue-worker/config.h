@@ -19,6 +19,7 @@ struct qw_config {
     int64_t faas_gateway_port;
     bool gateway_invoke;
     char *functions_file;
+    char *functions_provider_url;
     bool direct_functions;
     char *direct_functions_suffix;
     char *function_namespace;

@@ -452,8 +452,12 @@ static int start(struct worker *w)
                        "including internal services");
     if (!cfg->gateway_invoke) {
         struct cmn_resolver_config rc = {
-            .functions_file = cfg->direct_functions ? NULL : cfg->functions_file,
+            .functions_file = cfg->direct_functions || (cfg->functions_provider_url &&
+                                                        cfg->functions_provider_url[0])
+                                  ? NULL
+                                  : cfg->functions_file,
             .direct_functions = cfg->direct_functions,
+            .provider_url = cfg->direct_functions ? NULL : cfg->functions_provider_url,
             .direct_suffix = cfg->direct_functions_suffix,
         };
         if (cmn_resolver_new(&rc, &w->resolver, &err) != CMN_OK) {

@@ -562,10 +562,14 @@ size_t cmn_recs_cancels(struct cmn_recs *recs, void (*cb)(const char *call_id, v
 
 /* ---- blocking queries -------------------------------------------------------- */
 
+#define MAX_QUEUES 32
+
 struct cmn_recq {
     struct cmn_nats *nats;
     char *bucket, *stream, *dlq;
     int64_t timeout_ms;
+    cmn_recq_queues_fn queues;
+    void *queues_arg;
 };
 
 enum cmn_status cmn_recq_new(struct cmn_nats *nats, const struct cmn_recq_config *config,
@@ -583,6 +587,8 @@ enum cmn_status cmn_recq_new(struct cmn_nats *nats, const struct cmn_recq_config
                  ? strdup(config->dead_letter_stream)
                  : NULL;
     q->timeout_ms = config->timeout_ms > 0 ? config->timeout_ms : 2000;
+    q->queues = config->queues;
+    q->queues_arg = config->queues_arg;
     if (q->bucket == NULL || q->stream == NULL) {
         cmn_recq_free(q);
         return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
@@ -714,15 +720,15 @@ static int64_t header_ns_ms(natsMsg *m, const char *name)
     return end != v && *end == '\0' && ns > 0 ? ns / 1000000 : 0;
 }
 
-/* The record of a call still waiting in the work stream; `*seq` its stream
- * sequence. */
-static enum cmn_status derive(struct cmn_recq *q, const char *call_id, struct cmn_rec *out,
-                              uint64_t *seq, struct cmn_err *err)
+/* The record of a call still waiting in work stream `stream`; `*seq` its
+ * stream sequence. */
+static enum cmn_status derive_in(struct cmn_recq *q, const char *stream, const char *call_id,
+                                 struct cmn_rec *out, uint64_t *seq, struct cmn_err *err)
 {
     char json[SUBJECT_MAX + 40];
-    snprintf(json, sizeof(json), "{\"last_by_subj\":\"%s.%s\"}", q->stream, call_id);
+    snprintf(json, sizeof(json), "{\"last_by_subj\":\"%s.%s\"}", stream, call_id);
     natsMsg *m = NULL;
-    enum cmn_status st = direct_get(q, q->stream, json, &m, err);
+    enum cmn_status st = direct_get(q, stream, json, &m, err);
     if (st != CMN_OK)
         return st;
     struct cmn_rec r;
@@ -743,6 +749,38 @@ static enum cmn_status derive(struct cmn_recq *q, const char *call_id, struct cm
     return CMN_OK;
 }
 
+/* derive_in over the default stream, then every per-function queue; the
+ * stream that holds the call goes to `found` (CMN_QUEUE_MAX bytes) when not
+ * NULL. A queue without a stream counts as not holding it. */
+static enum cmn_status derive(struct cmn_recq *q, const char *call_id, struct cmn_rec *out,
+                              uint64_t *seq, char *found, struct cmn_err *err)
+{
+    enum cmn_status st = derive_in(q, q->stream, call_id, out, seq, err);
+    if (st == CMN_OK && found != NULL)
+        snprintf(found, CMN_QUEUE_MAX, "%s", q->stream);
+    if (st != CMN_ERR_NOT_FOUND || q->queues == NULL)
+        return st;
+    char names[MAX_QUEUES][CMN_QUEUE_MAX];
+    size_t n = q->queues(q->queues_arg, names, MAX_QUEUES);
+    for (size_t i = 0; i < n; i++) {
+        if (strcmp(names[i], q->stream) == 0)
+            continue;
+        struct cmn_err e2;
+        st = derive_in(q, names[i], call_id, out, seq, &e2);
+        if (st == CMN_OK) {
+            if (found != NULL)
+                snprintf(found, CMN_QUEUE_MAX, "%s", names[i]);
+            return CMN_OK;
+        }
+        if (st != CMN_ERR_NOT_FOUND && st != CMN_ERR_NATS) {
+            if (err != NULL)
+                *err = e2;
+            return st;
+        }
+    }
+    return cmn_err_set(err, CMN_ERR_NOT_FOUND, 0, "no waiting call %s", call_id);
+}
+
 enum cmn_status cmn_recq_lookup(struct cmn_recq *q, const char *call_id, struct cmn_rec *out,
                                 struct cmn_err *err)
 {
@@ -751,7 +789,7 @@ enum cmn_status cmn_recq_lookup(struct cmn_recq *q, const char *call_id, struct 
     enum cmn_status st = kv_read(q, call_id, out, err);
     if (st != CMN_ERR_NOT_FOUND)
         return st;
-    st = derive(q, call_id, out, NULL, err);
+    st = derive(q, call_id, out, NULL, NULL, err);
     if (st != CMN_ERR_NOT_FOUND)
         return st;
     /* a worker may have claimed and finished it between the two reads */
@@ -783,17 +821,18 @@ static enum cmn_status delete_msg(struct cmn_recq *q, const char *stream, uint64
 
 /* Publishes an empty copy of the waiting call `call_id` without its
  * not-before time (Nats-Msg-Id "<id>.c"); true once stored. */
-static bool requeue_now(struct cmn_recq *q, const char *call_id, struct cmn_err *err)
+static bool requeue_now(struct cmn_recq *q, const char *stream, const char *call_id,
+                        struct cmn_err *err)
 {
     char json[SUBJECT_MAX + 40], subject[SUBJECT_MAX], msg_id[CMN_CALLID_MAX + 8];
-    snprintf(json, sizeof(json), "{\"last_by_subj\":\"%s.%s\"}", q->stream, call_id);
+    snprintf(json, sizeof(json), "{\"last_by_subj\":\"%s.%s\"}", stream, call_id);
     natsMsg *orig = NULL, *m = NULL, *reply = NULL;
-    if (direct_get(q, q->stream, json, &orig, err) != CMN_OK)
+    if (direct_get(q, stream, json, &orig, err) != CMN_OK)
         return false;
     struct cmn_headers h;
     cmn_headers_init(&h);
     enum cmn_status st = cmn_nats_msg_headers(orig, &h, err);
-    snprintf(subject, sizeof(subject), "%s.%s", q->stream, call_id);
+    snprintf(subject, sizeof(subject), "%s.%s", stream, call_id);
     /* '/' cannot occur in a call id: no client id can collide with it */
     snprintf(msg_id, sizeof(msg_id), "%s/c", call_id);
     natsStatus s = natsMsg_Create(&m, subject, NULL, NULL, 0);
@@ -838,6 +877,7 @@ enum cmn_status cmn_recq_cancel(struct cmn_recq *q, const char *call_id, const c
     for (int round = 0; round < 6; round++) {
         struct cmn_rec r;
         uint64_t expected = 0, seq = 0;
+        char stream[CMN_QUEUE_MAX] = "";
         enum cmn_status st = kv_read(q, call_id, &r, err);
         if (st == CMN_OK) {
             if (cmn_call_state_final(r.state)) {
@@ -847,7 +887,7 @@ enum cmn_status cmn_recq_cancel(struct cmn_recq *q, const char *call_id, const c
             }
             expected = r.revision;
         } else if (st == CMN_ERR_NOT_FOUND) {
-            st = derive(q, call_id, &r, &seq, err);
+            st = derive(q, call_id, &r, &seq, stream, err);
             if (st == CMN_ERR_NOT_FOUND && round == 0)
                 continue; /* claimed meanwhile: read the record again */
             if (st != CMN_OK)
@@ -873,9 +913,10 @@ enum cmn_status cmn_recq_cancel(struct cmn_recq *q, const char *call_id, const c
          * cancellation is not posted only when the call would have run). */
         struct cmn_err ignored;
         if (seq != 0 && r.callback == CMN_CB_NONE)
-            delete_msg(q, q->stream, seq, &ignored);
-        else if (seq != 0 && r.not_before_ms > wall_ms() && requeue_now(q, call_id, &ignored))
-            delete_msg(q, q->stream, seq, &ignored);
+            delete_msg(q, stream, seq, &ignored);
+        else if (seq != 0 && r.not_before_ms > wall_ms() &&
+                 requeue_now(q, stream, call_id, &ignored))
+            delete_msg(q, stream, seq, &ignored);
         notify_cancel(q, call_id);
         *out = r;
         return CMN_OK;
@@ -1100,7 +1141,12 @@ static enum cmn_status build_redrive(struct cmn_recq *q, const struct dl_find *f
     cmn_headers_init(&h);
     enum cmn_status st = cmn_nats_msg_headers(f->m, &h, err);
     char subject[SUBJECT_MAX], msg_id[CMN_CALLID_MAX + 32];
-    snprintf(subject, sizeof(subject), "%s.%s", q->stream, f->call_id);
+    /* back to the queue it came from (a per-function queue names itself) */
+    const char *queue = NULL;
+    if (natsMsgHeader_Get(f->m, CMN_HDR_QUEUE, &queue) != NATS_OK || queue == NULL ||
+        !cmn_queue_name_valid(queue, strlen(queue)))
+        queue = q->stream;
+    snprintf(subject, sizeof(subject), "%s.%s", queue, f->call_id);
     snprintf(msg_id, sizeof(msg_id), "%s/r%" PRIu64, f->call_id, f->seq);
     natsMsg *m = NULL;
     natsStatus s = NATS_OK;

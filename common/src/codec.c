@@ -10,6 +10,8 @@
 #include <string.h>
 #include <strings.h>
 
+#include "cmn/config.h"
+
 /* Header values larger than this are refused: NATS and HTTP peers choke on them. */
 #define VALUE_MAX 16384
 
@@ -17,6 +19,7 @@ void cmn_call_init(struct cmn_call *call)
 {
     memset(call, 0, sizeof(*call));
     cmn_headers_init(&call->headers);
+    cmn_fn_policy_init(&call->policy);
 }
 
 void cmn_call_free(struct cmn_call *call)
@@ -85,6 +88,29 @@ static enum cmn_status encode_into(const struct cmn_call *call, cmn_header_sink 
         char nb[32];
         snprintf(nb, sizeof(nb), "%" PRId64, call->not_before_ns);
         if ((st = add_checked(sink, arg, CMN_HDR_NOT_BEFORE, nb, err)) != CMN_OK)
+            return st;
+    }
+    const struct cmn_fn_policy *pol = &call->policy;
+    char num[32];
+    if (pol->queue[0] != '\0' &&
+        (st = add_checked(sink, arg, CMN_HDR_QUEUE, pol->queue, err)) != CMN_OK)
+        return st;
+    if (pol->retry_attempts >= 0) {
+        snprintf(num, sizeof(num), "%d", pol->retry_attempts);
+        if ((st = add_checked(sink, arg, CMN_HDR_RETRY_ATTEMPTS, num, err)) != CMN_OK)
+            return st;
+    }
+    if (pol->retry_codes[0] != '\0' &&
+        (st = add_checked(sink, arg, CMN_HDR_RETRY_CODES, pol->retry_codes, err)) != CMN_OK)
+        return st;
+    if (pol->retry_min_wait_ms >= 0) {
+        snprintf(num, sizeof(num), "%" PRId64, pol->retry_min_wait_ms);
+        if ((st = add_checked(sink, arg, CMN_HDR_RETRY_MIN_WAIT, num, err)) != CMN_OK)
+            return st;
+    }
+    if (pol->retry_max_wait_ms >= 0) {
+        snprintf(num, sizeof(num), "%" PRId64, pol->retry_max_wait_ms);
+        if ((st = add_checked(sink, arg, CMN_HDR_RETRY_MAX_WAIT, num, err)) != CMN_OK)
             return st;
     }
     /* NATS refuses a header block over 64 KiB; say so as a client error
@@ -156,6 +182,57 @@ static enum cmn_status dup_field(char **slot, const char *value, struct cmn_err 
     return CMN_OK;
 }
 
+/* A whole number in [lo, hi], or false. */
+static bool whole(const char *v, long long lo, long long hi, long long *out)
+{
+    char *end = NULL;
+    errno = 0;
+    long long n = strtoll(v, &end, 10);
+    if (end == v || *end != '\0' || errno != 0 || n < lo || n > hi)
+        return false;
+    *out = n;
+    return true;
+}
+
+static enum cmn_status decode_policy(const struct cmn_headers *in, struct cmn_fn_policy *p,
+                                     struct cmn_err *err)
+{
+    long long n = 0;
+    const char *v = cmn_headers_get(in, CMN_HDR_QUEUE);
+    if (v != NULL) {
+        if (!cmn_queue_name_valid(v, strlen(v)))
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s \"%.64s\"", CMN_HDR_QUEUE, v);
+        snprintf(p->queue, sizeof(p->queue), "%s", v);
+    }
+    if ((v = cmn_headers_get(in, CMN_HDR_RETRY_ATTEMPTS)) != NULL) {
+        if (!whole(v, 0, CMN_RETRY_ATTEMPTS_MAX, &n))
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s \"%.32s\"", CMN_HDR_RETRY_ATTEMPTS,
+                               v);
+        p->retry_attempts = (int)n;
+    }
+    if ((v = cmn_headers_get(in, CMN_HDR_RETRY_CODES)) != NULL) {
+        struct cmn_config_codes set;
+        char why[160];
+        if (strlen(v) >= sizeof(p->retry_codes) ||
+            cmn_config_codes_parse(v, &set, why, sizeof(why)) != CMN_OK)
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s \"%.64s\"", CMN_HDR_RETRY_CODES, v);
+        snprintf(p->retry_codes, sizeof(p->retry_codes), "%s", v);
+    }
+    if ((v = cmn_headers_get(in, CMN_HDR_RETRY_MIN_WAIT)) != NULL) {
+        if (!whole(v, 1, CMN_RETRY_WAIT_MAX_MS, &n))
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s \"%.32s\"", CMN_HDR_RETRY_MIN_WAIT,
+                               v);
+        p->retry_min_wait_ms = n;
+    }
+    if ((v = cmn_headers_get(in, CMN_HDR_RETRY_MAX_WAIT)) != NULL) {
+        if (!whole(v, 1, CMN_RETRY_WAIT_MAX_MS, &n))
+            return cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s \"%.32s\"", CMN_HDR_RETRY_MAX_WAIT,
+                               v);
+        p->retry_max_wait_ms = n;
+    }
+    return CMN_OK;
+}
+
 enum cmn_status cmn_call_decode(const struct cmn_headers *in, struct cmn_call *call,
                                 struct cmn_err *err)
 {
@@ -215,6 +292,8 @@ enum cmn_status cmn_call_decode(const struct cmn_headers *in, struct cmn_call *c
         }
         c.not_before_ns = v;
     }
+    if ((st = decode_policy(in, &c.policy, err)) != CMN_OK)
+        goto out;
     const char *path = cmn_headers_get(in, CMN_HDR_PATH);
     const char *query = cmn_headers_get(in, CMN_HDR_QUERY);
     const char *callback = cmn_headers_get(in, CMN_HDR_CALLBACK);

@@ -33,8 +33,8 @@ static enum cmn_status parse_bool(const char *v, bool *out)
     return CMN_ERR_INVALID;
 }
 
-static enum cmn_status parse_codes(const char *v, struct cmn_config_codes *out, char *why,
-                                   size_t why_size)
+enum cmn_status cmn_config_codes_parse(const char *v, struct cmn_config_codes *out, char *why,
+                                       size_t why_size)
 {
     struct cmn_config_codes codes;
     memset(&codes, 0, sizeof(codes));
@@ -129,7 +129,7 @@ static enum cmn_status load_one(const struct cmn_config_entry *e, const char *va
             memset(codes, 0, sizeof(*codes));
             return CMN_OK;
         }
-        if (parse_codes(value, codes, why, sizeof(why)) != CMN_OK)
+        if (cmn_config_codes_parse(value, codes, why, sizeof(why)) != CMN_OK)
             return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: %s", e->name, why);
         return CMN_OK;
     }

@@ -29,7 +29,8 @@ static enum tracker_verdict classify_pub(natsMsg *reply, struct tracker_result *
     struct cmn_jspub *pub = closure;
     if (natsMsg_IsNoResponders(reply)) {
         /* no stream listens on the subject: missing, or electing a leader */
-        snprintf(r->detail, sizeof(r->detail), "no responders for %s", pub->subject);
+        snprintf(r->detail, sizeof(r->detail),
+                 "no responders (stream missing or electing a leader)");
         cmn_nats_kick(pub->nats, "publish: no responders (stream missing or without leader)");
         return TRACKER_RETRY;
     }
@@ -185,11 +186,12 @@ enum cmn_status cmn_jspub_call(struct cmn_jspub *pub, const struct cmn_call *cal
     char reply[200];
     uint64_t id = tracker_reply_subject(pub->tracker, reply, sizeof(reply));
     struct msg_sink ms = {.msg = NULL, .bytes = 16 + strlen(reply), .status = NATS_OK};
-    /* "<stream>.<call id>": the call can be found by its id while it waits */
+    /* "<stream>.<call id>": the call can be found by its id while it waits;
+     * a function with a queue of its own goes to that queue's stream */
     char subject[512];
+    const char *queue = call->policy.queue[0] != '\0' ? call->policy.queue : pub->subject;
     if (!cmn_callid_valid(call->call_id) ||
-        snprintf(subject, sizeof(subject), "%s.%s", pub->subject, call->call_id) >=
-            (int)sizeof(subject))
+        snprintf(subject, sizeof(subject), "%s.%s", queue, call->call_id) >= (int)sizeof(subject))
         return cmn_err_set(err, CMN_ERR_INVALID, 0, "invalid call id");
     natsStatus s = natsMsg_Create(&ms.msg, subject, reply, body, (int)body_len);
     if (s != NATS_OK)

@@ -376,3 +376,25 @@ char *cmn_metrics_label_escape(const char *value, char *out, size_t size)
     out[o] = '\0';
     return out;
 }
+
+double cmn_metrics_sum(struct cmn_metrics *m, const char *name, const char *labels_prefix,
+                       const char *labels_part)
+{
+    double sum = 0;
+    if (m == NULL)
+        return 0;
+    size_t plen = strlen(labels_prefix);
+    pthread_mutex_lock(&m->mu);
+    for (struct metric *mt = m->first; mt != NULL; mt = mt->next) {
+        if (strcmp(mt->name, name) != 0)
+            continue;
+        for (struct series *s = mt->first; s != NULL; s = s->next) {
+            if (strncmp(s->labels, labels_prefix, plen) == 0 &&
+                (labels_part == NULL || strstr(s->labels, labels_part) != NULL))
+                sum += mt->type == CMN_METRIC_HISTOGRAM ? (double)s->count : s->value;
+        }
+        break;
+    }
+    pthread_mutex_unlock(&m->mu);
+    return sum;
+}

@@ -37,6 +37,9 @@ struct cmn_nats {
     bool stop, need_setup, opened, fatal, close_done;
     char kick_why[200];
     pthread_cond_t close_cv;
+    /* further work-queue streams (per-function queues), under mu */
+    char extra[CMN_NATS_MAX_EXTRA_STREAMS][CMN_QUEUE_MAX];
+    int extra_count;
 
     atomic_bool ready, connected, closed;
     atomic_int_fast64_t max_payload;
@@ -807,6 +810,13 @@ static enum rec reconcile_all(struct cmn_nats *n, struct cmn_err *err)
 {
     atomic_store(&n->max_payload, natsConnection_GetMaxPayload(n->nc));
     enum rec r = reconcile_stream(n, n->stream, true, err);
+    char extra[CMN_NATS_MAX_EXTRA_STREAMS][CMN_QUEUE_MAX];
+    pthread_mutex_lock(&n->mu);
+    int extra_count = n->extra_count;
+    memcpy(extra, n->extra, sizeof(extra));
+    pthread_mutex_unlock(&n->mu);
+    for (int i = 0; r == REC_OK && i < extra_count; i++)
+        r = reconcile_stream(n, extra[i], true, err);
     if (r == REC_OK && n->dlq != NULL)
         r = reconcile_stream(n, n->dlq, false, err);
     if (r == REC_OK && n->bucket != NULL)
@@ -1110,6 +1120,26 @@ int64_t cmn_nats_down_ms(const struct cmn_nats *n)
 int64_t cmn_nats_max_payload(const struct cmn_nats *n)
 {
     return atomic_load(&((struct cmn_nats *)n)->max_payload);
+}
+
+bool cmn_nats_add_stream(struct cmn_nats *n, const char *name)
+{
+    if (!cmn_queue_name_valid(name, strlen(name)))
+        return false;
+    pthread_mutex_lock(&n->mu);
+    bool known = strcmp(name, n->stream) == 0;
+    for (int i = 0; i < n->extra_count && !known; i++)
+        known = strcmp(n->extra[i], name) == 0;
+    bool room = n->extra_count < CMN_NATS_MAX_EXTRA_STREAMS;
+    if (!known && room)
+        snprintf(n->extra[n->extra_count++], CMN_QUEUE_MAX, "%s", name);
+    pthread_mutex_unlock(&n->mu);
+    if (!known && room) {
+        char why[120];
+        snprintf(why, sizeof(why), "queue %s needs its stream", name);
+        request_setup(n, why);
+    }
+    return known || room;
 }
 
 void cmn_nats_kick(struct cmn_nats *n, const char *why)

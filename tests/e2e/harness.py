@@ -796,9 +796,11 @@ class CallbackRecorder:
 # the stack
 
 
-def write_functions_file(path, functions, namespace="openfaas-fn"):
+def write_functions_file(path, functions, namespace="openfaas-fn", annotations=None):
+    """`annotations`: {function name: {annotation: value}} (com.openfaas.queue, ...)."""
+    annotations = annotations or {}
     doc = {"functions": [{"name": name, "namespace": namespace, "url": url,
-                          "annotations": {}, "labels": {}}
+                          "annotations": dict(annotations.get(name, {})), "labels": {}}
                          for name, url in functions.items()]}
     with open(path, "w") as f:
         json.dump(doc, f, indent=1)
@@ -838,6 +840,8 @@ class Stack:
         self.functions_file = os.path.join(self.dir, "functions.json")
         self.worker_env = {}
         self.gateway_env = {}
+        # {function name: {annotation: value}} written into functions.json by start()
+        self.annotations = {}
         # A cluster.NatsCluster to use instead of one nats-server (see cluster.use_cluster).
         self.nats_cluster = None
 
@@ -871,7 +875,8 @@ class Stack:
                 self.add_watchdog(name, spec)
             else:
                 self.add_watchdog(name, spec["fprocess"], spec.get("env"))
-        write_functions_file(self.functions_file, self.function_urls())
+        write_functions_file(self.functions_file, self.function_urls(),
+                             annotations=self.annotations)
         if self.nats_cluster is not None:
             self.nats = self.nats_cluster  # url = comma-separated list of its servers
             if not self.nats.started:

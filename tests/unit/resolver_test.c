@@ -144,7 +144,7 @@ static void test_reload(void)
     write_file(path, "{\"functions\":[]}");
     CHECK(cmn_resolver_reload(r, &err) == CMN_OK);
     CHECK(lookup(r, "two", "openfaas-fn", url, sizeof url) == CMN_ERR_NOT_FOUND);
-    char *list = cmn_resolver_list_json(r, NULL);
+    char *list = cmn_resolver_list_json(r, NULL, NULL, NULL);
     CHECK_STR(list, "[]");
     free(list);
 out:
@@ -180,11 +180,11 @@ static void test_modes(void)
         CHECK(lookup(r, "figlet", "openfaas-fn", tiny, sizeof tiny) == CMN_ERR_TOO_LARGE);
         CHECK(lookup(r, "Bad", "openfaas-fn", url, sizeof url) == CMN_ERR_INVALID);
         CHECK(cmn_resolver_reload(r, &err) == CMN_OK); /* nothing to re-read */
-        char *list = cmn_resolver_list_json(r, NULL);
+        char *list = cmn_resolver_list_json(r, NULL, NULL, NULL);
         CHECK_STR(list, "[]");
         free(list);
         struct cmn_fn_name fn = fn_name("figlet", "openfaas-fn");
-        CHECK(cmn_resolver_function_json(r, &fn) == NULL);
+        CHECK(cmn_resolver_function_json(r, &fn, NULL, NULL) == NULL);
         cmn_resolver_free(r);
         r = NULL;
     }
@@ -224,7 +224,7 @@ static void test_json(void)
     if (r == NULL)
         return;
 
-    char *text = cmn_resolver_list_json(r, NULL);
+    char *text = cmn_resolver_list_json(r, NULL, NULL, NULL);
     json_t *list = text ? json_loads(text, 0, &jerr) : NULL;
     CHECK(json_is_array(list));
     CHECK_INT(json_array_size(list), 3);
@@ -258,19 +258,19 @@ static void test_json(void)
     json_decref(list);
     free(text);
 
-    text = cmn_resolver_list_json(r, "dev");
+    text = cmn_resolver_list_json(r, "dev", NULL, NULL);
     list = text ? json_loads(text, 0, &jerr) : NULL;
     CHECK_INT(json_array_size(list), 1);
     CHECK_STR(obj_str(json_array_get(list, 0), "name"), "echo");
     json_decref(list);
     free(text);
 
-    text = cmn_resolver_list_json(r, "nobody");
+    text = cmn_resolver_list_json(r, "nobody", NULL, NULL);
     CHECK_STR(text, "[]");
     free(text);
 
     struct cmn_fn_name fn = fn_name("figlet", "openfaas-fn");
-    text = cmn_resolver_function_json(r, &fn);
+    text = cmn_resolver_function_json(r, &fn, NULL, NULL);
     json_t *one = text ? json_loads(text, 0, &jerr) : NULL;
     CHECK(json_is_object(one));
     CHECK_STR(obj_str(one, "name"), "figlet");
@@ -280,7 +280,7 @@ static void test_json(void)
     free(text);
 
     fn = fn_name("figlet", "dev");
-    CHECK(cmn_resolver_function_json(r, &fn) == NULL);
+    CHECK(cmn_resolver_function_json(r, &fn, NULL, NULL) == NULL);
     cmn_resolver_free(r);
 }
 
@@ -299,7 +299,7 @@ static void *reader(void *p)
         enum cmn_status st = lookup(a->r, "figlet", "openfaas-fn", url, sizeof url);
         if (st != CMN_OK || strcmp(url, "http://127.0.0.1:8081") != 0)
             a->errors++;
-        char *list = cmn_resolver_list_json(a->r, NULL);
+        char *list = cmn_resolver_list_json(a->r, NULL, NULL, NULL);
         if (list == NULL || strstr(list, "\"figlet\"") == NULL)
             a->errors++;
         free(list);

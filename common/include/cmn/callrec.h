@@ -31,6 +31,7 @@
 
 #include "cmn/callid.h"
 #include "cmn/nats.h"
+#include "cmn/fnpolicy.h"
 #include "cmn/status.h"
 
 enum cmn_call_state {
@@ -169,11 +170,19 @@ size_t cmn_recs_cancels(struct cmn_recs *recs, void (*cb)(const char *call_id, v
 
 struct cmn_recq;
 
+/* Writes up to `max` names of further work-queue streams (per-function
+ * queues, cmn/fnpolicy.h) into `out`; returns how many. Called on the
+ * querying thread. */
+typedef size_t (*cmn_recq_queues_fn)(void *arg, char (*out)[CMN_QUEUE_MAX], size_t max);
+
 struct cmn_recq_config {
     const char *bucket;             /* copied */
     const char *stream;             /* work-queue stream (calls on "<stream>.<id>"); copied */
     const char *dead_letter_stream; /* copied; NULL = none */
     int64_t timeout_ms;             /* each NATS request; 0 = 2000 */
+    cmn_recq_queues_fn queues;      /* NULL = `stream` only; waiting calls are looked for in
+                                       `stream`, then in each of these */
+    void *queues_arg;
 };
 
 /* Errors: CMN_ERR_INVALID, CMN_ERR_NOMEM. `nats` is bound. */
@@ -210,7 +219,8 @@ enum cmn_status cmn_recq_list(struct cmn_recq *q, const char *function, int stat
 enum cmn_status cmn_recq_dead_letters(struct cmn_recq *q, int limit, char **json,
                                       struct cmn_err *err);
 
-/* Puts the dead letter of `call_id` back into the work stream under the same
+/* Puts the dead letter of `call_id` back into its work stream (its
+ * Faas-Queue, else `stream`) under the same
  * call id (its record reset to `queued`, `redriven` + 1), then removes the
  * dead letter. Errors: CMN_ERR_NOT_FOUND (no such dead letter), NATS errors
  * (nothing removed). Blocks. */

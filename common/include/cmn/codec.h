@@ -9,6 +9,7 @@
 #include <stddef.h>
 #include <stdint.h>
 #include "cmn/callid.h"
+#include "cmn/fnpolicy.h"
 #include "cmn/headers.h"
 #include "cmn/status.h"
 
@@ -32,6 +33,15 @@
 /* Optional: the call id when Nats-Msg-Id is not it (a re-driven dead letter is
  * published under "<call id>/r<n>" so that the duplicate window keeps it). */
 #define CMN_HDR_CALL_ID "Faas-Call-Id"
+/* Optional: the function's policy (cmn/fnpolicy.h), stamped by the gateway
+ * from its annotations. Faas-Queue names the queue of a function annotated
+ * com.openfaas.queue (a re-drive goes back there); the retry overrides are
+ * whole numbers (attempts; waits in milliseconds) and a status list. */
+#define CMN_HDR_QUEUE "Faas-Queue"
+#define CMN_HDR_RETRY_ATTEMPTS "Faas-Retry-Attempts"
+#define CMN_HDR_RETRY_CODES "Faas-Retry-Codes"
+#define CMN_HDR_RETRY_MIN_WAIT "Faas-Retry-Min-Wait"
+#define CMN_HDR_RETRY_MAX_WAIT "Faas-Retry-Max-Wait"
 /* Dead-letter additions (written by the worker when it dead-letters a call). */
 #define CMN_HDR_DEAD_REASON "Faas-Dead-Reason"
 #define CMN_HDR_LAST_STATUS "Faas-Last-Status"
@@ -41,14 +51,15 @@
  * borrowed from whoever holds the message and is not part of the struct. */
 struct cmn_call {
     char call_id[CMN_CALLID_MAX];
-    char *function;             /* "name" or "name.namespace" as submitted */
-    char *method;               /* "POST" */
-    char *path;                 /* "" , "/", "/a/b" */
-    char *query;                /* raw, without '?', may be "" */
-    char *callback_url;         /* NULL when none */
-    int64_t start_ns;           /* submission time, ns since the Unix epoch */
-    int64_t not_before_ns;      /* delayed call: not run before (ns since the epoch), 0 = now */
-    struct cmn_headers headers; /* the request headers to replay (no Faas-/Nats-, no hop-by-hop) */
+    char *function;              /* "name" or "name.namespace" as submitted */
+    char *method;                /* "POST" */
+    char *path;                  /* "" , "/", "/a/b" */
+    char *query;                 /* raw, without '?', may be "" */
+    char *callback_url;          /* NULL when none */
+    int64_t start_ns;            /* submission time, ns since the Unix epoch */
+    int64_t not_before_ns;       /* delayed call: not run before (ns since the epoch), 0 = now */
+    struct cmn_headers headers;  /* the request headers to replay (no Faas-/Nats-, no hop-by-hop) */
+    struct cmn_fn_policy policy; /* queue and retry overrides; all defaults when absent */
 };
 
 /* Initialises an empty call. */

@@ -26,6 +26,12 @@ struct cmn_config_codes {
     bool has[600];
 };
 
+/* Parses a comma-separated list of HTTP statuses 100..599 (`v`, spaces
+ * allowed) into `*out`. CMN_ERR_INVALID with a reason in `why` (`why_size`
+ * bytes) otherwise; `*out` is only written on success. Pure, any thread. */
+enum cmn_status cmn_config_codes_parse(const char *v, struct cmn_config_codes *out, char *why,
+                                       size_t why_size);
+
 struct cmn_config_entry {
     const char *name; /* environment variable name, lower_snake */
     enum cmn_config_type type;

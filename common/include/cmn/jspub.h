@@ -72,7 +72,9 @@ enum cmn_status cmn_jspub_new(struct cmn_nats *nats, const struct cmn_jspub_conf
 void cmn_jspub_free(struct cmn_jspub *pub);
 
 /* Publishes `call` (borrowed, wire format of cmn/codec.h, its call id becomes
- * the Nats-Msg-Id) on "<subject>.<call id>" with `body` (copied, `body_len` bytes). On CMN_OK
+ * the Nats-Msg-Id) on "<subject>.<call id>" (or "<queue>.<call id>" when its
+ * policy names a queue: the caller makes sure that stream is kept,
+ * cmn_nats_add_stream) with `body` (copied, `body_len` bytes). On CMN_OK
  * exactly one completion carries `token`; on error none. Errors: CMN_ERR_INVALID (the call cannot
  * be encoded), CMN_ERR_TOO_LARGE (over the server's max payload), CMN_ERR_UNAVAILABLE (NATS
  * unreachable for longer than timeout_ms, or max_pending reached), CMN_ERR_NOMEM. While connected

@@ -28,6 +28,14 @@ void cmn_metrics_add(struct cmn_metrics *m, const char *name, const char *labels
 void cmn_metrics_set(struct cmn_metrics *m, const char *name, const char *labels, double value);
 void cmn_metrics_observe(struct cmn_metrics *m, const char *name, const char *labels, double value);
 
+/* Sum of the values of metric `name`'s counter or gauge series whose labels
+ * start with `labels_prefix` (borrowed; "" = every series), optionally only
+ * those whose labels also contain `labels_part` (NULL = no filter). 0 when
+ * the metric is unknown. Any thread; takes the registry lock for one pass
+ * over the metric's series. */
+double cmn_metrics_sum(struct cmn_metrics *m, const char *name, const char *labels_prefix,
+                       const char *labels_part);
+
 /* Renders every series; returns a new NUL-terminated string (caller frees) and
  * its length in `*len` (NULL allowed), or NULL on allocation failure. */
 char *cmn_metrics_render(struct cmn_metrics *m, size_t *len);

@@ -24,6 +24,7 @@
 #include <stdbool.h>
 #include <stdint.h>
 
+#include "cmn/fnpolicy.h"
 #include "cmn/status.h"
 
 struct cmn_nats;
@@ -114,6 +115,17 @@ int64_t cmn_nats_max_payload(const struct cmn_nats *nats);
  * NOT_READY event) showed something missing. Readiness is false until the
  * reconciliation succeeds. Any thread, never blocks. */
 void cmn_nats_kick(struct cmn_nats *nats, const char *why);
+
+/* Most further work-queue streams one handle keeps (cmn_nats_add_stream). */
+#define CMN_NATS_MAX_EXTRA_STREAMS 32
+
+/* Adds work-queue stream `name` (a per-function queue, cmn/fnpolicy.h; same
+ * settings as the configured stream, calls on "<name>.<call id>") to what the
+ * keeper creates and reconciles; a new name kicks a reconciliation (readiness
+ * is false until it succeeds). Returns false when `name` is not a valid queue
+ * name or CMN_NATS_MAX_EXTRA_STREAMS are taken; true when known already. Any
+ * thread, never blocks (a mutex and a scan of at most 32 names). */
+bool cmn_nats_add_stream(struct cmn_nats *nats, const char *name);
 
 /* Copies the latest queue state into `out`. Any thread, never blocks. */
 void cmn_nats_stats_get(const struct cmn_nats *nats, struct cmn_nats_stats *out);
