@@ -350,8 +350,112 @@ static void test_not_before_and_call_id(void)
     expect_decode_invalid(NULL, CMN_HDR_CALL_ID, "a..b", __LINE__);
 }
 
+/* The function's policy (queue, retry overrides) round-trips and is
+ * validated on decode; absent headers mean defaults. */
+static void test_policy(void)
+{
+    struct cmn_call in, out;
+    struct cmn_headers w;
+    struct cmn_err err = {0};
+    cmn_call_init(&in);
+    snprintf(in.call_id, sizeof in.call_id, "id-p");
+    in.function = strdup("figlet");
+    in.method = strdup("POST");
+    in.start_ns = 1;
+    snprintf(in.policy.queue, sizeof in.policy.queue, "slow-jobs");
+    in.policy.retry_attempts = 0;
+    snprintf(in.policy.retry_codes, sizeof in.policy.retry_codes, "429,503");
+    in.policy.retry_min_wait_ms = 250;
+    in.policy.retry_max_wait_ms = 60000;
+    cmn_headers_init(&w);
+    CHECK(cmn_call_encode(&in, &w, &err) == CMN_OK);
+    CHECK_STR(cmn_headers_get(&w, CMN_HDR_QUEUE), "slow-jobs");
+    CHECK_STR(cmn_headers_get(&w, CMN_HDR_RETRY_ATTEMPTS), "0");
+    CHECK_STR(cmn_headers_get(&w, CMN_HDR_RETRY_CODES), "429,503");
+    CHECK_STR(cmn_headers_get(&w, CMN_HDR_RETRY_MIN_WAIT), "250");
+    CHECK_STR(cmn_headers_get(&w, CMN_HDR_RETRY_MAX_WAIT), "60000");
+    cmn_call_init(&out);
+    CHECK(cmn_call_decode(&w, &out, &err) == CMN_OK);
+    CHECK_STR(out.policy.queue, "slow-jobs");
+    CHECK_INT(out.policy.retry_attempts, 0);
+    CHECK_STR(out.policy.retry_codes, "429,503");
+    CHECK_INT(out.policy.retry_min_wait_ms, 250);
+    CHECK_INT(out.policy.retry_max_wait_ms, 60000);
+    cmn_call_free(&out);
+    cmn_call_free(&in);
+    cmn_headers_free(&w);
+    /* defaults: nothing written, nothing read */
+    wire_with(&w, NULL, NULL, NULL);
+    cmn_call_init(&out);
+    CHECK(cmn_call_decode(&w, &out, &err) == CMN_OK);
+    CHECK(!cmn_fn_policy_set(&out.policy));
+    CHECK_INT(out.policy.retry_attempts, -1);
+    cmn_call_free(&out);
+    cmn_headers_free(&w);
+    expect_decode_invalid(NULL, CMN_HDR_QUEUE, "a.b", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_QUEUE, "", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_RETRY_ATTEMPTS, "-1", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_RETRY_ATTEMPTS, "1001", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_RETRY_ATTEMPTS, "2x", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_RETRY_CODES, "600", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_RETRY_CODES, "abc", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_RETRY_MIN_WAIT, "0", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_RETRY_MAX_WAIT, "1s", __LINE__);
+    expect_decode_invalid(NULL, CMN_HDR_RETRY_MAX_WAIT, "86400001", __LINE__);
+}
+
+/* Annotations to policy: each field on its own. */
+static const char *ann_get(void *arg, const char *key)
+{
+    const char *const(*kv)[2] = arg;
+    for (size_t i = 0; kv[i][0] != NULL; i++)
+        if (strcmp(kv[i][0], key) == 0)
+            return kv[i][1];
+    return NULL;
+}
+
+static void count_warn(void *arg, const char *line)
+{
+    (*(int *)arg)++;
+    CHECK(strstr(line, "fn.ns") != NULL);
+}
+
+static void test_annotations(void)
+{
+    struct cmn_fn_policy p;
+    int warns = 0;
+    const char *const good[][2] = {{CMN_ANN_QUEUE, "q_1"},
+                                   {CMN_ANN_RETRY_ATTEMPTS, "7"},
+                                   {CMN_ANN_RETRY_CODES, "503, 429,503"},
+                                   {CMN_ANN_RETRY_MIN_WAIT, "1.5s"},
+                                   {CMN_ANN_RETRY_MAX_WAIT, "2m"},
+                                   {NULL, NULL}};
+    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)good, count_warn, &warns);
+    CHECK_INT(warns, 0);
+    CHECK_STR(p.queue, "q_1");
+    CHECK_INT(p.retry_attempts, 7);
+    CHECK_STR(p.retry_codes, "429,503");
+    CHECK_INT(p.retry_min_wait_ms, 1500);
+    CHECK_INT(p.retry_max_wait_ms, 120000);
+    const char *const bad[][2] = {{CMN_ANN_QUEUE, "a b"},          {CMN_ANN_RETRY_ATTEMPTS, "1001"},
+                                  {CMN_ANN_RETRY_CODES, "99"},     {CMN_ANN_RETRY_MIN_WAIT, "0s"},
+                                  {CMN_ANN_RETRY_MAX_WAIT, "25h"}, {NULL, NULL}};
+    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)bad, count_warn, &warns);
+    CHECK_INT(warns, 5);
+    CHECK(!cmn_fn_policy_set(&p));
+    warns = 0;
+    const char *const crossed[][2] = {
+        {CMN_ANN_RETRY_MIN_WAIT, "10s"}, {CMN_ANN_RETRY_MAX_WAIT, "1s"}, {NULL, NULL}};
+    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)crossed, count_warn, &warns);
+    CHECK_INT(warns, 1);
+    CHECK_INT(p.retry_min_wait_ms, -1);
+    CHECK_INT(p.retry_max_wait_ms, -1);
+}
+
 int main(void)
 {
+    test_policy();
+    test_annotations();
     test_not_before_and_call_id();
     test_round_trip();
     test_encode_appends();

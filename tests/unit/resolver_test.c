@@ -331,8 +331,153 @@ static void test_concurrent_reload(void)
     cmn_resolver_free(r);
 }
 
+static void collect_warn(void *arg, const char *line)
+{
+    int *n = arg;
+    (*n)++;
+    (void)line;
+}
+
+/* Provider mode: the cache is filled from FunctionStatus answers, a list
+ * replaces its namespace, an object adds one, a drop forgets one; without a
+ * catalog (the worker) any name resolves to the provider's route. */
+static void test_provider(void)
+{
+    struct cmn_resolver *r = NULL;
+    struct cmn_err err = {0};
+    char url[256];
+    int warnings = 0;
+    struct cmn_resolver_config cfg = {.provider_url = "http://127.0.0.1:8081/",
+                                      .provider_catalog = true,
+                                      .warn = collect_warn,
+                                      .warn_arg = &warnings};
+    CHECK(cmn_resolver_new(&cfg, &r, &err) == CMN_OK);
+    if (r == NULL)
+        return;
+    CHECK(cmn_resolver_mode(r) == CMN_RESOLVER_PROVIDER);
+    CHECK(lookup(r, "figlet", "openfaas-fn", url, sizeof url) == CMN_ERR_NOT_FOUND);
+    const char *list = "[{\"name\":\"figlet\",\"namespace\":\"openfaas-fn\",\"replicas\":1,"
+                       "\"annotations\":{\"com.openfaas.queue\":\"slow\","
+                       "\"com.openfaas.retry.attempts\":\"x\"}},"
+                       "{\"name\":\"env\"},{\"name\":\"Bad Name\"},{\"image\":\"x\"},"
+                       "{\"name\":\"other\",\"namespace\":\"dev\"}]";
+    CHECK(cmn_resolver_provider_put(r, list, strlen(list), "openfaas-fn", "openfaas-fn", &err) ==
+          CMN_OK);
+    CHECK(lookup(r, "figlet", "openfaas-fn", url, sizeof url) == CMN_OK);
+    CHECK_STR(url, "http://127.0.0.1:8081/function/figlet.openfaas-fn");
+    CHECK(lookup(r, "env", "openfaas-fn", url, sizeof url) == CMN_OK); /* no namespace: default */
+    CHECK(lookup(r, "other", "dev", url, sizeof url) == CMN_ERR_NOT_FOUND); /* not that list's */
+    CHECK_INT(warnings, 1);                                                 /* attempts "x" */
+    struct cmn_fn_name fn = fn_name("figlet", "openfaas-fn");
+    struct cmn_fn_policy pol;
+    CHECK(cmn_resolver_lookup_policy(r, &fn, url, sizeof url, &pol, &err) == CMN_OK);
+    CHECK_STR(pol.queue, "slow");
+    CHECK_INT(pol.retry_attempts, -1);
+    char queues[4][CMN_QUEUE_MAX];
+    CHECK_INT(cmn_resolver_queues(r, queues, 4), 1);
+    CHECK_STR(queues[0], "slow");
+
+    /* one object: added (other namespace) or replaced */
+    const char *one = "{\"name\":\"other\",\"namespace\":\"dev\"}";
+    CHECK(cmn_resolver_provider_put(r, one, strlen(one), NULL, "openfaas-fn", &err) == CMN_OK);
+    CHECK(lookup(r, "other", "dev", url, sizeof url) == CMN_OK);
+    CHECK(lookup(r, "figlet", "openfaas-fn", url, sizeof url) == CMN_OK);
+    /* a newer list of openfaas-fn without figlet removes it, keeps dev's */
+    const char *list2 = "[{\"name\":\"env\"}]";
+    CHECK(cmn_resolver_provider_put(r, list2, strlen(list2), "openfaas-fn", "openfaas-fn", &err) ==
+          CMN_OK);
+    CHECK(lookup(r, "figlet", "openfaas-fn", url, sizeof url) == CMN_ERR_NOT_FOUND);
+    CHECK(lookup(r, "other", "dev", url, sizeof url) == CMN_OK);
+    struct cmn_fn_name gone = fn_name("other", "dev");
+    cmn_resolver_provider_drop(r, &gone);
+    CHECK(lookup(r, "other", "dev", url, sizeof url) == CMN_ERR_NOT_FOUND);
+    CHECK(lookup(r, "env", "openfaas-fn", url, sizeof url) == CMN_OK);
+    /* not a FunctionStatus shape */
+    CHECK(cmn_resolver_provider_put(r, "42", 2, "openfaas-fn", "openfaas-fn", &err) ==
+          CMN_ERR_INVALID);
+    CHECK(cmn_resolver_provider_put(r, "[", 1, "openfaas-fn", "openfaas-fn", &err) ==
+          CMN_ERR_INVALID);
+    CHECK(lookup(r, "env", "openfaas-fn", url, sizeof url) == CMN_OK); /* cache kept */
+    cmn_resolver_free(r);
+
+    /* the worker: no catalog, every valid name goes to the provider */
+    struct cmn_resolver_config wcfg = {.provider_url = "http://provider:8081"};
+    CHECK(cmn_resolver_new(&wcfg, &r, &err) == CMN_OK);
+    if (r != NULL) {
+        CHECK(lookup(r, "any", "ns1", url, sizeof url) == CMN_OK);
+        CHECK_STR(url, "http://provider:8081/function/any.ns1");
+        cmn_resolver_free(r);
+    }
+    r = NULL;
+    struct cmn_resolver_config bad = {.provider_url = "https://x"};
+    CHECK(cmn_resolver_new(&bad, &r, &err) == CMN_ERR_INVALID);
+    struct cmn_resolver_config two = {.provider_url = "http://x", .direct_functions = true};
+    CHECK(cmn_resolver_new(&two, &r, &err) == CMN_ERR_INVALID);
+}
+
+/* function_queues: name or name.ns pairs, in DNS mode; annotations win
+ * elsewhere (tests/e2e/test_queues_policy.py). */
+static void test_queue_map(void)
+{
+    struct cmn_resolver *r = NULL;
+    struct cmn_err err = {0};
+    char url[256];
+    struct cmn_fn_policy pol;
+    struct cmn_resolver_config cfg = {.direct_functions = true,
+                                      .direct_suffix = "svc",
+                                      .function_queues = " slow=q-slow, batch.dev=q_batch ,"};
+    CHECK(cmn_resolver_new(&cfg, &r, &err) == CMN_OK);
+    if (r == NULL)
+        return;
+    struct cmn_fn_name a = fn_name("slow", "any-ns"), b = fn_name("batch", "dev"),
+                       c = fn_name("batch", "prod");
+    CHECK(cmn_resolver_lookup_policy(r, &a, url, sizeof url, &pol, &err) == CMN_OK);
+    CHECK_STR(pol.queue, "q-slow");
+    CHECK(cmn_resolver_lookup_policy(r, &b, url, sizeof url, &pol, &err) == CMN_OK);
+    CHECK_STR(pol.queue, "q_batch");
+    CHECK(cmn_resolver_lookup_policy(r, &c, url, sizeof url, &pol, &err) == CMN_OK);
+    CHECK_STR(pol.queue, "");
+    char queues[4][CMN_QUEUE_MAX];
+    CHECK_INT(cmn_resolver_queues(r, queues, 4), 2);
+    cmn_resolver_free(r);
+    const char *bad[] = {"slow", "slow=", "=q", "slow=q.x", "Bad Name=q", "slow=q w"};
+    for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
+        struct cmn_resolver_config b2 = {.direct_functions = true, .function_queues = bad[i]};
+        r = NULL;
+        CHECK(cmn_resolver_new(&b2, &r, &err) == CMN_ERR_INVALID);
+        CHECK_CONTAINS(err.msg, "function_queues");
+    }
+}
+
+/* Counts in the FunctionStatus JSON and the enrichment of a provider's. */
+static double count3(void *arg, const char *name, const char *ns)
+{
+    (void)arg;
+    return strcmp(name, "figlet") == 0 && strcmp(ns, "openfaas-fn") == 0 ? 3 : 0;
+}
+
+static void test_enrich(void)
+{
+    char *out = NULL;
+    const char *in = "[{\"name\":\"figlet\",\"invocationCount\":99,\"replicas\":2},"
+                     "{\"name\":\"figlet\",\"namespace\":\"dev\"}]";
+    CHECK(cmn_status_json_enrich(in, strlen(in), "openfaas-fn", count3, NULL, &out) == CMN_OK);
+    if (out != NULL) {
+        json_t *v = json_loads(out, 0, NULL);
+        CHECK_INT(json_integer_value(json_object_get(json_array_get(v, 0), "invocationCount")), 3);
+        CHECK_INT(json_integer_value(json_object_get(json_array_get(v, 0), "replicas")), 2);
+        CHECK_INT(json_integer_value(json_object_get(json_array_get(v, 1), "invocationCount")), 0);
+        json_decref(v);
+        free(out);
+    }
+    CHECK(cmn_status_json_enrich("nope", 4, "x", count3, NULL, &out) == CMN_ERR_INVALID);
+}
+
 int main(void)
 {
+    test_provider();
+    test_queue_map();
+    test_enrich();
     test_static();
     test_bad_files();
     test_reload();
