@@ -34,6 +34,7 @@ EXPECTED_ENV = {
         "direct_functions", "direct_functions_suffix", "function_namespace", "max_body_bytes",
         "nats_publish_timeout", "upstream_timeout", "read_timeout", "write_timeout",
         "basic_auth", "secret_mount_path", "log_level", "log_format", "stream_replicas",
+        "function_queues",
     },
     "queue-worker": {
         "nats_url", "faas_nats_channel", "faas_nats_queue_group", "faas_gateway_address",
@@ -219,7 +220,7 @@ def test_tools_present():
 
 
 def test_expected_overlays_exist():
-    assert {p.name for p in OVERLAYS} >= {"static-functions", "keda", "hpa"}
+    assert {p.name for p in OVERLAYS} >= {"static-functions", "keda", "hpa", "named-queue"}
 
 
 @pytest.mark.parametrize("target", TARGETS, ids=TARGET_IDS)
@@ -543,6 +544,27 @@ def test_hpa_overlay_scales_the_worker_on_cpu(validator):
     assert hpa["spec"]["metrics"][0]["resource"]["name"] == "cpu"
     _, qw = the_container(objs, "queue-worker")
     assert qw["resources"]["requests"]["cpu"], "CPU utilisation needs a CPU request"
+
+
+def test_named_queue_overlay(validator):
+    """A second worker Deployment serves the named queue; the gateway maps the function to
+    it; both workers share the dead-letter stream (one place to list and re-drive)."""
+    objs = overlay("named-queue", validator)
+    deps = {o["metadata"]["name"]: o for o in objects_of(objs, "Deployment", "openfaas")}
+    assert {"gateway", "queue-worker", "queue-worker-slow-queue"} <= deps.keys()
+    _, gw = the_container(objs, "gateway")
+    queues = dict(pair.split("=") for pair in env_of(gw)["function_queues"].split(","))
+    assert queues == {"long-task": "slow-queue"}
+    w = deps["queue-worker-slow-queue"]
+    assert w["spec"]["selector"]["matchLabels"] == {"app": "queue-worker-slow-queue"}
+    assert w["spec"]["template"]["metadata"]["labels"]["app"] == "queue-worker-slow-queue"
+    slow = env_of(w["spec"]["template"]["spec"]["containers"][0])
+    default = env_of(deps["queue-worker"]["spec"]["template"]["spec"]["containers"][0])
+    assert slow["faas_nats_channel"] == "slow-queue" != default["faas_nats_channel"]
+    assert slow["dead_letter_stream"] == default["dead_letter_stream"]
+    assert slow["max_body_bytes"] == default["max_body_bytes"]
+    # long-task exists in the base, so the mapping names a real function
+    assert any(o["metadata"]["name"] == "long-task" for o in objects_of(objs, "Deployment"))
 
 
 def test_static_functions_overlay(validator):
