@@ -14,7 +14,7 @@ out=${1:-docs/configuration.md}
   echo "message naming the variable. Durations accept plain seconds (\`60\`) or Go style"
   echo "(\`1m05s\`, \`500ms\`), as OpenFaaS does. Each program logs its effective configuration"
   echo "(secrets redacted) when it starts, and prints this table with \`--help\`."
-  for p in gateway queue-worker watchdog; do
+  for p in gateway queue-worker watchdog provider; do
     echo
     echo "## $p"
     echo
