@@ -352,6 +352,36 @@ static void on_change(struct gw_req *r, int *status, void *arg)
         gw_catalog_changed(sys->config.catalog);
 }
 
+/* Copies `query` into `out` with every follow=<v> parameter made
+ * follow=false; false when there was none (or it does not fit). */
+static bool unfollow(const char *query, char *out, size_t size)
+{
+    size_t n = 0;
+    bool changed = false;
+    const char *p = query;
+    while (*p != '\0') {
+        size_t len = strcspn(p, "&");
+        const char *item = p;
+        size_t item_len = len;
+        if (len >= 7 && strncmp(p, "follow=", 7) == 0) {
+            item = "follow=false";
+            item_len = 12;
+            changed = true;
+        }
+        if (n + item_len + 2 > size)
+            return false;
+        if (n > 0)
+            out[n++] = '&';
+        memcpy(out + n, item, item_len);
+        n += item_len;
+        p += len;
+        if (*p == '&')
+            p++;
+    }
+    out[n] = '\0';
+    return changed;
+}
+
 static void provider_route(struct gw_system *sys, struct gw_req *r, const struct gw_target *target)
 {
     const char *path = target->path;
@@ -366,6 +396,17 @@ static void provider_route(struct gw_system *sys, struct gw_req *r, const struct
         fwd.on_response = on_info;
     else if (strncmp(path, "/system/scale-function/", 23) == 0)
         fwd.on_response = on_change;
+    if (strcmp(path, "/system/logs") == 0 && target->query != NULL) {
+        /* The relay returns whole answers: a follow stream would only end in
+         * a 504, so the provider is asked for the lines so far instead. */
+        struct gw_target t = *target;
+        char query[4096];
+        if (unfollow(target->query, query, sizeof(query))) {
+            t.query = query;
+            gw_proxy_forward(sys->config.proxy, r, &t, &fwd);
+            return;
+        }
+    }
     gw_proxy_forward(sys->config.proxy, r, target, &fwd);
 }
 

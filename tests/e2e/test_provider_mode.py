@@ -284,3 +284,36 @@ def test_function_deployed_behind_the_gateways_back_is_found_at_once(stack, tmp_
     assert ps.describe("late").status_code == 404
     r = ps.invoke("late", b"gone", async_=True)
     assert r.status_code == 404, (r.status_code, r.text)
+
+
+def test_secrets_logs_and_namespaces_are_relayed(stack, tmp_path):
+    """faas-cli secret create/list/update/remove, logs (its default follow=true) and namespace
+    list go through the gateway to the provider; a function reads its secret."""
+    ps = ProviderStack(stack, tmp_path)
+    r = ps.cli("POST", "/system/secrets", {"name": "api-key", "value": "s3cr3t"})
+    assert r.status_code in (200, 201, 202), (r.status_code, r.text)
+    r = ps.cli("POST", "/system/secrets", {"name": "api-key", "value": "again"})
+    assert r.status_code == 409
+    listed = ps.cli("GET", "/system/secrets").json()
+    assert [s["name"] for s in listed] == ["api-key"] and "value" not in listed[0], listed
+    body = {"service": "reader", "image": "any", "secrets": ["api-key"],
+            "envProcess": 'cat "$secret_mount_path/api-key"; echo " logged" >&2',
+            "labels": {}, "annotations": {}}
+    assert ps.deploy(body).status_code in (200, 202)
+    ps.wait_available("reader")
+    r = ps.invoke("reader")
+    assert r.status_code == 200 and r.text == "s3cr3t", (r.status_code, r.text)
+    r = ps.cli("PUT", "/system/secrets", {"name": "api-key", "value": "rotated"})
+    assert r.status_code in (200, 202)
+    assert ps.invoke("reader").text == "rotated"
+    # faas-cli logs reader: follow=true&name=reader&tail=-1; it ends with the lines so far
+    def logged():
+        r = ps.cli("GET", "/system/logs?follow=true&name=reader&tail=-1")
+        lines = [json.loads(x) for x in r.text.splitlines() if x.strip()]
+        return r.status_code == 200 and any("logged" in x["text"] for x in lines)
+    harness.wait_until(logged, 15, desc="function logs through the gateway")
+    assert ps.cli("GET", "/system/logs?name=nope").status_code == 404
+    r = ps.cli("DELETE", "/system/secrets", {"name": "api-key"})
+    assert r.status_code in (200, 202), (r.status_code, r.text)
+    assert ps.cli("DELETE", "/system/secrets", {"name": "api-key"}).status_code == 404
+    assert ps.cli("GET", "/system/namespaces").json() == [NS]
