@@ -209,6 +209,15 @@ void gw_async_on_event(enum cmn_nats_event event, const char *detail, void *clos
                         event == CMN_NATS_READY ? 1 : 0);
 }
 
+int64_t gw_async_body_limit(const struct gw_async *as)
+{
+    int64_t max_body = as->config.max_body_bytes;
+    int64_t max_payload = as->nats != NULL ? cmn_nats_max_payload(as->nats) : 0;
+    if (max_payload > 0 && max_payload - GW_ASYNC_HEADER_ROOM < max_body)
+        max_body = max_payload - GW_ASYNC_HEADER_ROOM;
+    return max_body < 0 ? 0 : max_body;
+}
+
 bool gw_async_fatal(const struct gw_async *as)
 {
     return as->fatal;
@@ -327,8 +336,30 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
         gw_req_reply_text(r, 404, text);
         goto out;
     }
-    /* The queued call's X-Start-Time is the moment it was accepted. */
-    if (!gw_req_set_ids(r, true, false)) {
+    /* A callback delivered to the async route (a chain: it carries the
+     * X-Function-Status of the call that produced it) is a new call, under
+     * its own id; the id it carries is its parent's. Chains are bounded. */
+    const char *fstatus = evhttp_find_header(&r->in_headers, "X-Function-Status");
+    const char *parent = fstatus != NULL ? evhttp_find_header(&r->in_headers, "X-Call-Id") : NULL;
+    if (fstatus != NULL) {
+        const char *d = evhttp_find_header(&r->in_headers, "X-Call-Depth");
+        char *end = NULL;
+        long depth_in = d != NULL ? strtol(d, &end, 10) : 0;
+        if (d != NULL && (end == d || *end != '\0' || depth_in < 0 || depth_in > 1000))
+            depth_in = 0;
+        qc.chain_depth = (int)depth_in + 1;
+        if (qc.chain_depth > as->config.max_chain_depth) {
+            snprintf(text, sizeof(text),
+                     "callback chain deeper than max_chain_depth (%d): call not queued",
+                     as->config.max_chain_depth);
+            count(as, fn_label, 508);
+            gw_req_reply_text(r, 508, text);
+            goto out;
+        }
+        if (parent != NULL && cmn_callid_valid(parent))
+            snprintf(qc.parent_id, sizeof(qc.parent_id), "%s", parent);
+        gw_req_set_fresh_ids(r);
+    } else if (!gw_req_set_ids(r, true, false)) {
         count(as, fn_label, 400);
         gw_req_reply_text(r, 400, "invalid X-Call-Id: use 1 to 128 characters of [A-Za-z0-9._:-]");
         goto out;
@@ -337,12 +368,7 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
     struct evkeyvalq *in = &r->in_headers;
     struct evbuffer *body = r->in_body;
     size_t body_len = evbuffer_get_length(body);
-    int64_t max_body = as->config.max_body_bytes;
-    int64_t max_payload = as->nats != NULL ? cmn_nats_max_payload(as->nats) : 0;
-    if (max_payload > 0 && max_payload - GW_ASYNC_HEADER_ROOM < max_body)
-        max_body = max_payload - GW_ASYNC_HEADER_ROOM;
-    if (max_body < 0)
-        max_body = 0;
+    int64_t max_body = gw_async_body_limit(as);
     if ((int64_t)body_len > max_body) {
         snprintf(text, sizeof(text), "request body too large (%zu bytes), maximum: %lld bytes",
                  body_len, (long long)max_body);

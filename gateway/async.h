@@ -40,6 +40,7 @@ struct gw_async_config {
     const char *default_ns;        /* copied */
     int64_t max_body_bytes;        /* larger bodies get 413 */
     int64_t publish_timeout_ms;    /* the publisher's decision deadline (for logs) */
+    int max_chain_depth;           /* calls queued from callbacks in a row before 508 */
     const char *default_queue;     /* borrowed (lives as long as the module): faas_nats_channel; a
                                       com.openfaas.queue naming it is the default queue */
     const struct cmn_cbrules *callback_rules; /* bound; NULL = any destination */
@@ -71,6 +72,11 @@ void gw_async_wake(void *closure);
 void gw_async_on_event(enum cmn_nats_event event, const char *detail, void *closure);
 
 /* True once a fatal NATS event stopped the loop: the program exits 1. */
+/* The largest body the async route takes now (max_body_bytes, lowered to
+ * what the connected NATS server accepts with the call's headers), bytes:
+ * the server refuses a longer Content-Length before reading it. Loop thread. */
+int64_t gw_async_body_limit(const struct gw_async *as);
+
 bool gw_async_fatal(const struct gw_async *as);
 
 /* Handles one request whose path starts with "/async-function/"; takes `r`

@@ -67,6 +67,11 @@ struct gw_config {
     int64_t read_timeout;
     int64_t write_timeout;
     int64_t drain_timeout;
+    int64_t read_header_timeout;
+    int64_t read_body_timeout;
+    int64_t max_connections;
+    int64_t max_inflight_body_bytes;
+    int64_t max_chain_depth;
     bool basic_auth;
     char *secret_mount_path;
     bool write_debug;
@@ -107,6 +112,9 @@ static const struct cmn_config_entry config_table[] = {
      "ping period; a server silent for 2 pings is left for another"},
     {"functions_file", CMN_CFG_STRING, NULL, NO_RANGE, OFF(functions_file), false,
      "functions.json for the static resolver (reloaded on SIGHUP)"},
+    {"max_chain_depth", CMN_CFG_INT, "10", 1, 1000, OFF(max_chain_depth), false,
+     "calls queued in a row from callbacks (X-Callback-Url pointing at /async-function/...) "
+     "before the next one is refused with 508"},
     {"functions_provider_url", CMN_CFG_STRING, NULL, NO_RANGE, OFF(functions_provider_url), false,
      "OpenFaaS provider (faas-provider API, e.g. the process provider): functions are resolved "
      "and invoked through it and /system/* is relayed to it"},
@@ -140,6 +148,18 @@ static const struct cmn_config_entry config_table[] = {
      "client connection inactivity timeout (libevent uses max(read, write))"},
     {"drain_timeout", CMN_CFG_DURATION, "30s", 0, 3600000, OFF(drain_timeout), false,
      "on SIGTERM, how long in-flight calls may finish"},
+    {"read_header_timeout", CMN_CFG_DURATION, "5s", 0, 3600000, OFF(read_header_timeout), false,
+     "deadline for a request line and headers (from the connection's start, or the request's "
+     "first byte on a kept-alive one); then 408 and close; 0 = none"},
+    {"read_body_timeout", CMN_CFG_DURATION, "60s", 0, 86400000, OFF(read_body_timeout), false,
+     "deadline for a request body, from the end of its head; then 408 and close; 0 = none"},
+    {"max_connections", CMN_CFG_INT, "10000", 0, 1000000, OFF(max_connections), false,
+     "open client connections; a new one beyond replaces an idle or slow connection of the "
+     "address holding the most, or gets 503; 0 = no cap"},
+    {"max_inflight_body_bytes", CMN_CFG_INT, "268435456", 0, 64LL * 1024 * MIB,
+     OFF(max_inflight_body_bytes), false,
+     "request-body memory held at once by all requests (bytes); a body that does not fit "
+     "gets 503 with Retry-After before it is read; 0 = no cap"},
     {"basic_auth", CMN_CFG_BOOL, "false", NO_RANGE, OFF(basic_auth), false,
      "protect /system/* with HTTP Basic auth"},
     {"secret_mount_path", CMN_CFG_STRING, "/var/secrets", NO_RANGE, OFF(secret_mount_path), false,
@@ -183,6 +203,21 @@ static bool has_prefix(const char *s, const char *prefix)
 }
 
 static void route(struct gw_req *r, void *arg);
+
+/* Small bodies only on routes other than the function routes (the system
+ * API, health, unknown paths): they are refused before they are read. */
+#define OTHER_ROUTES_MAX_BODY (1024 * 1024)
+
+/* The body limit of each route, for the server (413 before the body). */
+static int64_t body_limit(void *arg, int method, const char *uri)
+{
+    struct gateway *gw = arg;
+    if (strncmp(uri, "/async-function/", 16) == 0)
+        return method == EVHTTP_REQ_POST ? gw_async_body_limit(gw->async) : OTHER_ROUTES_MAX_BODY;
+    if (strncmp(uri, "/function/", 10) == 0)
+        return gw->cfg.max_sync_body_bytes;
+    return OTHER_ROUTES_MAX_BODY;
+}
 
 /* Provider mode: a call naming a function the cache does not know waits for
  * one provider lookup (gw_catalog_park), then is routed again. */
@@ -521,6 +556,7 @@ int main(int argc, char **argv)
                                    .default_ns = gw.cfg.function_namespace,
                                    .max_body_bytes = gw.cfg.max_body_bytes,
                                    .publish_timeout_ms = gw.cfg.nats_publish_timeout,
+                                   .max_chain_depth = (int)gw.cfg.max_chain_depth,
                                    .default_queue = gw.cfg.faas_nats_channel};
     if (gw_proxy_new(&pcfg, &gw.proxy, &err) != CMN_OK ||
         gw_async_new(&acfg, &gw.async, &err) != CMN_OK) {
@@ -620,8 +656,13 @@ int main(int argc, char **argv)
                                       .max_body_bytes = max_body,
                                       .max_header_bytes = 1024 * 1024,
                                       .idle_timeout_ms = idle_ms,
+                                      .read_header_timeout_ms = gw.cfg.read_header_timeout,
+                                      .read_body_timeout_ms = gw.cfg.read_body_timeout,
+                                      .max_connections = (size_t)gw.cfg.max_connections,
+                                      .body_limit = body_limit,
                                       .on_request = route,
                                       .arg = &gw};
+    gw_req_set_body_cap(gw.cfg.max_inflight_body_bytes > 0 ? gw.cfg.max_inflight_body_bytes : -1);
     if (gw_server_new(&srvcfg, &gw.server, &err) != CMN_OK ||
         gw_server_listen(gw.server, (int)gw.cfg.port, &err) != CMN_OK) {
         LOG_ERROR(NULL, "start-up: %s", err.msg);

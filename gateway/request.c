@@ -11,6 +11,7 @@
 #include <string.h>
 #include <time.h>
 
+#include <malloc.h>
 #include <stdlib.h>
 
 #include <event2/buffer.h>
@@ -102,6 +103,8 @@ const char *gw_reason(int code)
         return "Service Unavailable";
     case 504:
         return "Gateway Timeout";
+    case 508:
+        return "Loop Detected";
     default:
         break;
     }
@@ -346,8 +349,55 @@ void gw_req_unhold(struct gw_req *r)
     r->state = NULL;
 }
 
+/* ---- request-body memory held at once ---------------------------------- */
+
+static int64_t body_cap = -1; /* -1 = no cap */
+static int64_t body_held;
+static int64_t body_peak; /* since the last trim */
+
+/* After a burst of large bodies, freed memory goes back to the system (the
+ * body chains are many small allocations that free() alone keeps). */
+#define TRIM_AFTER_BYTES (16LL * 1024 * 1024)
+
+void gw_req_set_body_cap(int64_t cap)
+{
+    body_cap = cap;
+}
+
+bool gw_req_body_reserve(struct gw_req *r, int64_t bytes)
+{
+    if (bytes <= 0)
+        return true;
+    if (body_cap >= 0 && body_held + bytes > body_cap)
+        return false;
+    body_held += bytes;
+    r->body_reserved += bytes;
+    if (body_held > body_peak)
+        body_peak = body_held;
+    return true;
+}
+
+int64_t gw_req_body_held(void)
+{
+    return body_held;
+}
+
+/* Called once the body's buffers are freed. */
+static void body_release(int64_t bytes)
+{
+    if (bytes == 0)
+        return;
+    body_held -= bytes;
+    if (body_held == 0 && body_peak >= TRIM_AFTER_BYTES) {
+        body_peak = 0;
+        (void)malloc_trim(0);
+    }
+}
+
 static void req_free(struct gw_req *r)
 {
+    int64_t reserved = r->body_reserved;
+    r->body_reserved = 0;
     live_remove(r);
     gw_hdr_clear(&r->in_headers);
     gw_hdr_clear(&r->out_headers);
@@ -366,6 +416,7 @@ static void req_free(struct gw_req *r)
         free(r->uri);
         free(r);
     }
+    body_release(reserved);
 }
 
 struct gw_req *gw_req_new(struct gw_conn *c)
@@ -397,6 +448,7 @@ struct gw_req *gw_req_new(struct gw_conn *c)
     r->method = 0;
     r->held = r->replied = r->gone = false;
     r->resumed = false;
+    r->body_reserved = 0;
     r->t0_ns = 0;
     if (r->uri != NULL)
         r->uri[0] = '\0';
@@ -431,6 +483,12 @@ bool gw_req_set_ids(struct gw_req *r, bool strict, bool adopt_start)
     else
         gw_fmt_i64(r->start, gw_now_ns());
     return true;
+}
+
+void gw_req_set_fresh_ids(struct gw_req *r)
+{
+    cmn_callid_new(r->call_id);
+    gw_fmt_i64(r->start, gw_now_ns());
 }
 
 void gw_req_client_gone(struct gw_req *r)

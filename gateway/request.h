@@ -146,8 +146,9 @@ struct gw_req {
     void *state; /* the route's, given to gw_req_hold */
     int method;  /* enum evhttp_cmd_type */
     bool held, replied, gone;
-    bool resumed;  /* routed once more after a wait (provider lookups): do not wait again */
-    int64_t t0_ns; /* monotonic, when the request was complete */
+    bool resumed;          /* routed once more after a wait (provider lookups): do not wait again */
+    int64_t body_reserved; /* request-body bytes counted for it (gw_req_body_reserve) */
+    int64_t t0_ns;         /* monotonic, when the request was complete */
     /* The request, owned (filled by the server): the target as sent, the
      * headers in order (gw_hdr_* nodes), the body. */
     char *uri;
@@ -204,9 +205,27 @@ void gw_req_header(struct gw_req *r, const char *name, const char *value);
  * (the caller answers 400) and is replaced by a new id otherwise. */
 bool gw_req_set_ids(struct gw_req *r, bool strict, bool adopt_start);
 
+/* Gives `r` a new call id and the start time now, whatever it carries. */
+void gw_req_set_fresh_ids(struct gw_req *r);
+
 /* Keeps `r` past its handler: `hooks` (static) and `state` (the route's) are
  * called as documented above. */
 void gw_req_hold(struct gw_req *r, const struct gw_req_hooks *hooks, void *state);
+
+/* Request-body memory held at once by every request (being read or
+ * handled), against the cap `cap` bytes (max_inflight_body_bytes; -1 = none).
+ * Set once at start-up. */
+void gw_req_set_body_cap(int64_t cap);
+
+/* Counts `bytes` more of body memory for `r` (its Content-Length up front,
+ * or each chunk of a chunked body); false, counting nothing, when that would
+ * pass the cap (the server answers 503). Released when `r` is freed, after
+ * its buffers; when the last body of a burst of at least 16 MiB goes, freed
+ * memory is returned to the system (malloc_trim). */
+bool gw_req_body_reserve(struct gw_req *r, int64_t bytes);
+
+/* Body bytes counted now (tests and metrics). */
+int64_t gw_req_body_held(void);
 
 /* Undoes gw_req_hold for a request that is neither replied nor gone, so
  * that it can be routed again as if new (a route that waited for something

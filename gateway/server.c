@@ -25,6 +25,7 @@
 
 #include <http_parser.h>
 
+#include "cmn/framing.h"
 #include "cmn/listener.h"
 #include "cmn/log.h"
 #include "request.h"
@@ -57,15 +58,33 @@ struct gw_conn {
     bool in_message;  /* some bytes of a request were parsed */
     bool head_done;   /* headers complete: later fields are trailers, ignored */
     size_t header_count;
-    int fail_code; /* a refusal decided inside a parser callback */
+    int fail_code;              /* a refusal decided inside a parser callback */
+    const char *fail_why;       /* its reason (static text), NULL = the code's standard text */
+    struct cmn_frame_scan scan; /* the raw bytes of the request being read */
+    bool want_continue;         /* "Expect: 100-continue": answer once the head is validated */
     /* the header being parsed: "name\0value" */
     char *hbuf;
     size_t hlen, hcap, name_len;
     enum { P_NONE, P_FIELD, P_VALUE } last;
     size_t uri_len;
-    struct event written_ev; /* the reply went out in one write: carry on next turn */
+    struct event written_ev;  /* the reply went out in one write: carry on next turn */
+    struct event deadline_ev; /* head or body deadline (408) */
+    bool deadline_armed;
+    bool body_counted;  /* the Content-Length was counted up front (gw_req_body_reserve) */
+    int64_t body_limit; /* of the request being read */
+    int64_t seq;        /* accept order: lower = older */
+    struct ip_slot *ip;
     char peer[GW_ADDR_MAX];
 };
+
+/* Open connections per client address (the eviction choice at the cap). */
+struct ip_slot {
+    struct ip_slot *next;
+    size_t count;
+    char addr[GW_ADDR_MAX];
+};
+
+#define IP_BUCKETS 1024
 
 struct gw_server {
     struct gw_server_config config;
@@ -73,6 +92,9 @@ struct gw_server {
     struct gw_conn *conns;
     size_t conn_count;
     struct timeval idle_tv;
+    int64_t next_seq;
+    struct ip_slot *ips[IP_BUCKETS];
+    struct gw_server_stats stats;
 };
 
 static void conn_free(struct gw_conn *c);
@@ -99,6 +121,65 @@ static bool send_now(struct bufferevent *bev)
         return true;
     bufferevent_enable(bev, EV_WRITE);
     return false;
+}
+
+/* ---- client addresses ----------------------------------------------------- */
+
+static unsigned ip_hash(const char *addr)
+{
+    unsigned h = 2166136261u;
+    for (const char *p = addr; *p != '\0'; p++)
+        h = (h ^ (unsigned char)*p) * 16777619u;
+    return h % IP_BUCKETS;
+}
+
+static struct ip_slot *ip_get(struct gw_server *s, const char *addr)
+{
+    unsigned b = ip_hash(addr);
+    for (struct ip_slot *e = s->ips[b]; e != NULL; e = e->next)
+        if (strcmp(e->addr, addr) == 0)
+            return e;
+    struct ip_slot *e = calloc(1, sizeof(*e));
+    if (e == NULL)
+        return NULL;
+    snprintf(e->addr, sizeof(e->addr), "%s", addr);
+    e->next = s->ips[b];
+    s->ips[b] = e;
+    return e;
+}
+
+static void ip_put(struct gw_server *s, struct ip_slot *e)
+{
+    if (e == NULL || --e->count > 0)
+        return;
+    struct ip_slot **pp = &s->ips[ip_hash(e->addr)];
+    while (*pp != NULL && *pp != e)
+        pp = &(*pp)->next;
+    if (*pp == e)
+        *pp = e->next;
+    free(e);
+}
+
+/* ---- deadlines ------------------------------------------------------------------ */
+
+static void arm_deadline(struct gw_conn *c, int64_t ms)
+{
+    if (ms <= 0) {
+        event_del(&c->deadline_ev);
+        c->deadline_armed = false;
+        return;
+    }
+    struct timeval tv = {.tv_sec = (time_t)(ms / 1000), .tv_usec = (suseconds_t)(ms % 1000) * 1000};
+    event_add(&c->deadline_ev, &tv);
+    c->deadline_armed = true;
+}
+
+static void disarm_deadline(struct gw_conn *c)
+{
+    if (c->deadline_armed) {
+        event_del(&c->deadline_ev);
+        c->deadline_armed = false;
+    }
 }
 
 /* ---- parsing ------------------------------------------------------------- */
@@ -165,6 +246,14 @@ static int on_message_begin(http_parser *p)
     c->last = P_NONE;
     c->head_done = false;
     c->header_count = 0;
+    c->body_counted = false;
+    c->want_continue = false;
+    c->body_limit = c->srv->config.max_body_bytes;
+    cmn_frame_scan_init(&c->scan);
+    /* a later request on a kept-alive connection: its head's deadline starts
+     * with its first byte (the first request's started at accept) */
+    if (!c->deadline_armed)
+        arm_deadline(c, c->srv->config.read_header_timeout_ms);
     return 0;
 }
 
@@ -253,16 +342,42 @@ static int on_headers_complete(http_parser *p)
     if (r->method == 0)
         return refuse(c, 501);
     c->keep_alive = http_should_keep_alive(p) != 0;
-    /* Refused before a byte of the body is read. */
-    if ((p->flags & F_CONTENTLENGTH) != 0 &&
-        p->content_length > (uint64_t)c->srv->config.max_body_bytes)
+    /* One framing policy for every route (cmn/framing.h): ambiguous lengths
+     * and encodings are refused here, before routing. */
+    const char *why = cmn_framing_check(&r->in_headers);
+    if (why != NULL) {
+        c->fail_why = why;
+        return refuse(c, 400);
+    }
+    c->scan.chunked = (p->flags & F_CHUNKED) != 0;
+    /* Refused before a byte of the body is read: over the route's limit, or
+     * more body memory than the server may hold now. */
+    const struct gw_server_config *cfg = &c->srv->config;
+    if (cfg->body_limit != NULL) {
+        int64_t limit = cfg->body_limit(cfg->arg, r->method, r->uri);
+        if (limit >= 0 && limit < c->body_limit)
+            c->body_limit = limit;
+    }
+    bool chunked = (p->flags & F_CHUNKED) != 0;
+    bool has_length = (p->flags & F_CONTENTLENGTH) != 0;
+    if (has_length && p->content_length > (uint64_t)c->body_limit)
         return refuse(c, 413);
+    if (has_length && p->content_length > 0) {
+        if (!gw_req_body_reserve(r, (int64_t)p->content_length)) {
+            c->srv->stats.body_refused++;
+            return refuse(c, 503);
+        }
+        c->body_counted = true;
+    }
+    if (chunked || (has_length && p->content_length > 0))
+        arm_deadline(c, cfg->read_body_timeout_ms);
+    else
+        disarm_deadline(c);
     const char *expect = evhttp_find_header(&r->in_headers, "Expect");
-    if (expect != NULL && strcasecmp(expect, "100-continue") == 0 && p->http_minor >= 1 &&
-        ((p->flags & F_CHUNKED) != 0 ||
-         ((p->flags & F_CONTENTLENGTH) != 0 && p->content_length > 0)))
-        if (evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25) == 0)
-            (void)send_now(c->bev);
+    c->want_continue = expect != NULL && strcasecmp(expect, "100-continue") == 0 &&
+                       p->http_minor >= 1 &&
+                       ((p->flags & F_CHUNKED) != 0 ||
+                        ((p->flags & F_CONTENTLENGTH) != 0 && p->content_length > 0));
     return 0;
 }
 
@@ -270,8 +385,12 @@ static int on_body(http_parser *p, const char *at, size_t len)
 {
     struct gw_conn *c = of(p);
     struct evbuffer *body = c->r->in_body;
-    if ((int64_t)(evbuffer_get_length(body) + len) > c->srv->config.max_body_bytes)
+    if ((int64_t)(evbuffer_get_length(body) + len) > c->body_limit)
         return refuse(c, 413);
+    if (!c->body_counted && !gw_req_body_reserve(c->r, (int64_t)len)) {
+        c->srv->stats.body_refused++;
+        return refuse(c, 503);
+    }
     return evbuffer_add(body, at, len) == 0 ? 0 : refuse(c, 503);
 }
 
@@ -374,15 +493,24 @@ static void write_response(struct gw_conn *c, int code, const char *reason,
 static void refuse_now(struct gw_conn *c, int code)
 {
     const char *text;
+    char buf[128];
+    disarm_deadline(c);
     switch (code) {
     case 400:
-        text = "malformed request";
+        if (c->fail_why != NULL) {
+            snprintf(buf, sizeof(buf), "malformed request: %s", c->fail_why);
+            text = buf;
+        } else {
+            text = "malformed request";
+        }
         break;
     case 408:
         text = "request not received in time";
         break;
     case 413:
-        text = "request body too large";
+        snprintf(buf, sizeof(buf), "request body too large: limit %lld bytes",
+                 (long long)c->body_limit);
+        text = buf;
         break;
     case 414:
         text = "request target too long";
@@ -392,6 +520,9 @@ static void refuse_now(struct gw_conn *c, int code)
         break;
     case 501:
         text = "method not supported";
+        break;
+    case 503:
+        text = "too much request-body memory in use: try again shortly";
         break;
     default:
         text = "cannot take the request";
@@ -404,6 +535,8 @@ static void refuse_now(struct gw_conn *c, int code)
     struct evkeyvalq h;
     TAILQ_INIT(&h);
     (void)gw_hdr_add(&h, "Content-Type", 12, "text/plain; charset=utf-8", 25);
+    if (code == 503)
+        (void)gw_hdr_add(&h, "Retry-After", 11, "1", 1);
     struct evbuffer *body = evbuffer_new();
     if (body != NULL)
         evbuffer_add(body, text, strlen(text));
@@ -428,6 +561,8 @@ static void conn_free(struct gw_conn *c)
         c->next->prev = c->prev;
     s->conn_count--;
     event_del(&c->written_ev);
+    event_del(&c->deadline_ev);
+    ip_put(s, c->ip);
     struct gw_req *r = c->r;
     c->r = NULL;
     if (c->bev != NULL)
@@ -496,6 +631,7 @@ static void event_cb(struct bufferevent *bev, short what, void *arg)
 static void dispatch(struct gw_conn *c)
 {
     struct gw_req *r = c->r;
+    disarm_deadline(c);
     c->state = CS_HANDLING;
     c->complete = false;
     c->in_message = false;
@@ -525,6 +661,20 @@ static void conn_feed(struct gw_conn *c)
                 code = e == HPE_HEADER_OVERFLOW ? 431 : 400;
             refuse_now(c, code);
             return;
+        }
+        /* what the parser took, checked where it is lenient (line ends,
+         * folding, chunk lines); nothing is routed before this */
+        const char *why = cmn_frame_scan_feed(&c->scan, v.iov_base, n);
+        if (why != NULL) {
+            c->fail_why = why;
+            refuse_now(c, 400);
+            return;
+        }
+        if (c->want_continue && c->scan.head_done) {
+            c->want_continue = false;
+            if (evbuffer_add(bufferevent_get_output(c->bev), "HTTP/1.1 100 Continue\r\n\r\n", 25) ==
+                0)
+                (void)send_now(c->bev);
         }
         evbuffer_drain(in, n);
         if (c->complete) {
@@ -570,6 +720,7 @@ static void after_reply(struct gw_conn *c)
     }
     c->state = CS_READING;
     c->fail_code = 0;
+    c->fail_why = NULL;
     http_parser_pause(&c->parser, 0);
     bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
     bufferevent_enable(c->bev, EV_READ);
@@ -585,12 +736,73 @@ void gw_conn_respond(struct gw_conn *c, struct gw_req *r, int code, const char *
     write_response(c, code, reason, &r->out_headers, r->out_body, r->method == EVHTTP_REQ_HEAD);
 }
 
+static void deadline_cb(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    struct gw_conn *c = arg;
+    c->deadline_armed = false;
+    if (c->state != CS_READING)
+        return;
+    c->srv->stats.timed_out++;
+    if (!c->in_message) { /* connected and never sent a byte: nothing to answer */
+        LOG_DEBUG(NULL, "client %s: no request within read_header_timeout: closed", c->peer);
+        conn_free(c);
+        return;
+    }
+    LOG_DEBUG(NULL, "client %s: request %s not received in time: 408", c->peer,
+              c->head_done ? "body" : "head");
+    refuse_now(c, 408);
+}
+
+/* At the cap: the connection to close for a new one, or NULL when every
+ * connection has a request being handled or answered. */
+static struct gw_conn *pick_victim(struct gw_server *s)
+{
+    struct gw_conn *best = NULL;
+    for (struct gw_conn *c = s->conns; c != NULL; c = c->next) {
+        if (c->state != CS_READING && c->state != CS_LINGER)
+            continue;
+        if (best == NULL) {
+            best = c;
+            continue;
+        }
+        size_t n = c->ip != NULL ? c->ip->count : 0, bn = best->ip != NULL ? best->ip->count : 0;
+        if (n > bn || (n == bn && c->seq < best->seq))
+            best = c;
+    }
+    return best;
+}
+
+/* A new connection nobody can take: a short 503, then closed. */
+static void refuse_connection(struct gw_server *s, evutil_socket_t fd)
+{
+    static const char reply[] = "HTTP/1.1 503 Service Unavailable\r\n"
+                                "Content-Type: text/plain; charset=utf-8\r\n"
+                                "Retry-After: 1\r\nConnection: close\r\nContent-Length: 32\r\n\r\n"
+                                "too many connections: try again\n";
+    s->stats.refused++;
+    (void)send(fd, reply, sizeof(reply) - 1, MSG_NOSIGNAL | MSG_DONTWAIT);
+    evutil_closesocket(fd);
+}
+
 static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct sockaddr *sa,
                       int socklen, void *arg)
 {
     (void)lev;
     (void)socklen;
     struct gw_server *s = arg;
+    if (s->config.max_connections > 0 && s->conn_count >= s->config.max_connections) {
+        struct gw_conn *victim = pick_victim(s);
+        if (victim == NULL) {
+            refuse_connection(s, fd);
+            return;
+        }
+        s->stats.evicted++;
+        LOG_DEBUG(NULL, "at max_connections: closing an idle or slow connection of %s",
+                  victim->peer);
+        conn_free(victim);
+    }
     struct gw_conn *c = calloc(1, sizeof(*c));
     if (c == NULL) {
         evutil_closesocket(fd);
@@ -611,6 +823,11 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
                          sizeof(c->peer));
     c->srv = s;
     c->state = CS_READING;
+    c->seq = s->next_seq++;
+    c->body_limit = s->config.max_body_bytes;
+    c->ip = ip_get(s, c->peer);
+    if (c->ip != NULL)
+        c->ip->count++;
     http_parser_init(&c->parser, HTTP_REQUEST);
     c->parser.data = c;
     c->next = s->conns;
@@ -619,6 +836,8 @@ static void accept_cb(struct evconnlistener *lev, evutil_socket_t fd, struct soc
     s->conns = c;
     s->conn_count++;
     event_assign(&c->written_ev, s->config.base, -1, 0, written_ev_cb, c);
+    evtimer_assign(&c->deadline_ev, s->config.base, deadline_cb, c);
+    arm_deadline(c, s->config.read_header_timeout_ms);
     bufferevent_setcb(c->bev, read_cb, NULL, event_cb, c);
     bufferevent_set_timeouts(c->bev, &s->idle_tv, &s->idle_tv);
     /* EV_WRITE (on by default in a new bufferevent) only when a write is
@@ -681,6 +900,11 @@ size_t gw_server_connections(const struct gw_server *s)
     return s->conn_count;
 }
 
+void gw_server_stats(const struct gw_server *s, struct gw_server_stats *out)
+{
+    *out = s->stats;
+}
+
 void gw_server_free(struct gw_server *s)
 {
     if (s == NULL)
@@ -691,5 +915,12 @@ void gw_server_free(struct gw_server *s)
     }
     while (s->conns != NULL)
         conn_free(s->conns);
+    for (int b = 0; b < IP_BUCKETS; b++) {
+        while (s->ips[b] != NULL) {
+            struct ip_slot *e = s->ips[b];
+            s->ips[b] = e->next;
+            free(e);
+        }
+    }
     free(s);
 }

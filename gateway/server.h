@@ -12,6 +12,20 @@
  * max_header_bytes (431). The connection is read while its request is being
  * handled, so a client that hangs up is noticed at once (hooks->gone).
  *
+ * Bounded against abusive clients:
+ * - the request line and headers must arrive within read_header_timeout of
+ *   the connection's start (first request) or of the request's first byte
+ *   (later ones), the body within read_body_timeout of the head: else 408;
+ * - at most max_connections open: a new one beyond takes the place of a
+ *   connection that holds no request being handled (waiting for its next
+ *   request, or still sending its head or body), chosen from the client
+ *   address holding the most connections, oldest first, which is closed; when
+ *   every connection is busy the new one gets a 503 and is closed;
+ * - request bodies are counted against the cap of gw_req_body_reserve: a
+ *   Content-Length that does not fit is refused (503, Retry-After) before a
+ *   byte of it is read; a chunked body when its running count does not;
+ * - body_limit gives each request its route's limit (413 before the body).
+ *
  * Thread: the event-loop thread that owns `base`; nothing here blocks. */
 #ifndef GW_SERVER_H
 #define GW_SERVER_H
@@ -28,10 +42,17 @@ struct gw_conn;
 struct gw_req;
 
 struct gw_server_config {
-    struct event_base *base; /* bound: must outlive the server */
-    int64_t max_body_bytes;  /* longest request body, bytes (413 beyond) */
-    size_t max_header_bytes; /* longest request head, bytes (431 beyond) */
-    int64_t idle_timeout_ms; /* read or write inactivity that closes a connection */
+    struct event_base *base;        /* bound: must outlive the server */
+    int64_t max_body_bytes;         /* longest request body, bytes (413 beyond) */
+    size_t max_header_bytes;        /* longest request head, bytes (431 beyond) */
+    int64_t idle_timeout_ms;        /* read or write inactivity that closes a connection */
+    int64_t read_header_timeout_ms; /* request line + headers deadline (408), 0 = none */
+    int64_t read_body_timeout_ms;   /* body deadline from the end of the head (408), 0 = none */
+    size_t max_connections;         /* open client connections (see above), 0 = no cap */
+    /* The body limit of a request (method as enum evhttp_cmd_type, the target
+     * as sent), bytes, at most max_body_bytes; NULL = max_body_bytes. Loop
+     * thread; must not keep `uri`. */
+    int64_t (*body_limit)(void *arg, int method, const char *uri);
     /* A complete request (`r` is taken: it gets exactly one reply). */
     void (*on_request)(struct gw_req *r, void *arg);
     void *arg;
@@ -51,6 +72,14 @@ void gw_server_stop_accepting(struct gw_server *s);
 
 /* Open client connections. */
 size_t gw_server_connections(const struct gw_server *s);
+
+/* Connections closed or refused to protect the server since start: `evicted`
+ * (their place taken at the cap), `refused` (503 at the cap), `timed_out`
+ * (408: head or body too slow), `body_refused` (503: body memory cap). */
+struct gw_server_stats {
+    uint64_t evicted, refused, timed_out, body_refused;
+};
+void gw_server_stats(const struct gw_server *s, struct gw_server_stats *out);
 
 /* Closes every connection (a request in flight learns it through
  * hooks->gone) and frees the server. NULL allowed. */

@@ -661,6 +661,13 @@ static enum cmn_status build_callback_headers(struct qw_call *c)
         st = cmn_headers_set(h, "X-Function-Error", c->error);
     if (st == CMN_OK)
         st = cmn_headers_set(h, "X-Call-State", cmn_call_state_name(final_state(c)));
+    /* where the call stands in a chain: a gateway receiving this callback on
+     * its async route queues the next call one level deeper */
+    snprintf(num, sizeof(num), "%d", c->call.chain_depth);
+    if (st == CMN_OK)
+        st = cmn_headers_set(h, "X-Call-Depth", num);
+    if (st == CMN_OK && c->call.parent_id[0] != '\0')
+        st = cmn_headers_set(h, "X-Parent-Call-Id", c->call.parent_id);
     if (st == CMN_OK)
         st = cmn_headers_set(h, "User-Agent", "cfaas-queue-worker/" CFAAS_VERSION);
     return st;
@@ -1333,6 +1340,8 @@ static void invoke(struct qw_call *c)
         st = cmn_headers_set(&c->req_headers, "X-Call-Id", c->call.call_id);
     if (st == CMN_OK)
         st = cmn_headers_set(&c->req_headers, "X-Start-Time", num);
+    if (st == CMN_OK && c->call.parent_id[0] != '\0')
+        st = cmn_headers_set(&c->req_headers, "X-Parent-Call-Id", c->call.parent_id);
     /* the attempt number (1 = first): a function can tell a retry, and a
      * gateway counts this call once, at its acceptance */
     snprintf(num, sizeof(num), "%" PRIu64, c->attempt);

@@ -23,6 +23,7 @@
 #include "cmn/hangup.h"
 #include "cmn/headers.h"
 #include "cmn/listener.h"
+#include "cmn/framing.h"
 #include "cmn/log.h"
 #include "envname.h"
 #include "proc.h"
@@ -471,6 +472,17 @@ static void handle_request(struct evhttp_request *req, void *arg)
 
     if (path == NULL || path[0] == '\0')
         path = "/";
+    /* the project's one framing policy (cmn/framing.h); evhttp has read the
+     * body already, but no function runs for an ambiguous request */
+    const char *bad = cmn_framing_check(evhttp_request_get_input_headers(req));
+    if (bad != NULL) {
+        char text[160];
+        snprintf(text, sizeof text, "malformed request: %s\n", bad);
+        LOG_DEBUG(id, "%s %s -> 400 (%s)", cmn_http_method_name((int)cmd), path, bad);
+        evhttp_add_header(evhttp_request_get_output_headers(req), "Connection", "close");
+        reply_text(req, 400, "Bad Request", text);
+        return;
+    }
     if (strcmp(path, HEALTH_PATH) == 0) {
         if (srv->draining)
             reply_text(req, 503, "Service Unavailable", "shutting down\n");

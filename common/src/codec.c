@@ -11,6 +11,8 @@
 #include <strings.h>
 
 #include "cmn/config.h"
+#include "cmn/name.h"
+#include "cmn/url.h"
 
 /* Header values larger than this are refused: NATS and HTTP peers choke on them. */
 #define VALUE_MAX 16384
@@ -92,6 +94,14 @@ static enum cmn_status encode_into(const struct cmn_call *call, cmn_header_sink 
     }
     const struct cmn_fn_policy *pol = &call->policy;
     char num[32];
+    if (call->parent_id[0] != '\0' &&
+        (st = add_checked(sink, arg, CMN_HDR_PARENT_CALL_ID, call->parent_id, err)) != CMN_OK)
+        return st;
+    if (call->chain_depth > 0) {
+        snprintf(num, sizeof(num), "%d", call->chain_depth);
+        if ((st = add_checked(sink, arg, CMN_HDR_CHAIN_DEPTH, num, err)) != CMN_OK)
+            return st;
+    }
     if (pol->queue[0] != '\0' &&
         (st = add_checked(sink, arg, CMN_HDR_QUEUE, pol->queue, err)) != CMN_OK)
         return st;
@@ -180,6 +190,32 @@ static enum cmn_status dup_field(char **slot, const char *value, struct cmn_err 
     free(*slot);
     *slot = copy;
     return CMN_OK;
+}
+
+/* A path ("" or "/...") or query as the worker will send it: no space, no
+ * control character, no '#', and for a path no '?'. */
+static bool target_part_ok(const char *v, bool path)
+{
+    if (path && v[0] != '\0' && v[0] != '/')
+        return false;
+    for (const unsigned char *p = (const unsigned char *)v; *p != '\0'; p++)
+        if (*p <= 0x20 || *p == 0x7f || *p == '#' || (path && *p == '?'))
+            return false;
+    return true;
+}
+
+/* A copy of `v` (NULL = "") without surrounding SP/HTAB; NULL when out of
+ * memory. */
+static char *trimmed(const char *v)
+{
+    if (v == NULL)
+        v = "";
+    while (*v == ' ' || *v == '\t')
+        v++;
+    size_t n = strlen(v);
+    while (n > 0 && (v[n - 1] == ' ' || v[n - 1] == '\t'))
+        n--;
+    return strndup(v, n);
 }
 
 /* A whole number in [lo, hi], or false. */
@@ -294,13 +330,68 @@ enum cmn_status cmn_call_decode(const struct cmn_headers *in, struct cmn_call *c
     }
     if ((st = decode_policy(in, &c.policy, err)) != CMN_OK)
         goto out;
-    const char *path = cmn_headers_get(in, CMN_HDR_PATH);
-    const char *query = cmn_headers_get(in, CMN_HDR_QUERY);
+    const char *parent = cmn_headers_get(in, CMN_HDR_PARENT_CALL_ID);
+    if (parent != NULL) {
+        if (!cmn_callid_valid(parent)) {
+            st = cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s", CMN_HDR_PARENT_CALL_ID);
+            goto out;
+        }
+        snprintf(c.parent_id, sizeof(c.parent_id), "%s", parent);
+    }
+    const char *depth = cmn_headers_get(in, CMN_HDR_CHAIN_DEPTH);
+    if (depth != NULL) {
+        long long d = 0;
+        if (!whole(depth, 0, 1000, &d)) {
+            st = cmn_err_set(err, CMN_ERR_INVALID, 0, "bad %s \"%.32s\"", CMN_HDR_CHAIN_DEPTH,
+                             depth);
+            goto out;
+        }
+        c.chain_depth = (int)d;
+    }
+    /* what the worker puts on the wire must be what was queued: no field may
+     * smuggle a request line, a header or another function */
+    struct cmn_fn_name fn_name;
+    if (!cmn_header_name_valid(method)) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "%s \"%.32s\" is not an HTTP method token",
+                         CMN_HDR_METHOD, method);
+        goto out;
+    }
+    if (cmn_name_parse(function, strlen(function), "default", &fn_name, NULL) != CMN_OK) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "%s \"%.64s\" is not a function name",
+                         CMN_HDR_FUNCTION, function);
+        goto out;
+    }
+    /* surrounding blanks are not part of a header value (an empty one may
+     * arrive as " ") */
+    char *path_v = trimmed(cmn_headers_get(in, CMN_HDR_PATH));
+    char *query_v = trimmed(cmn_headers_get(in, CMN_HDR_QUERY));
+    if (path_v == NULL || query_v == NULL) {
+        free(path_v);
+        free(query_v);
+        st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+        goto out;
+    }
+    c.path = path_v;
+    c.query = query_v;
+    if (!target_part_ok(c.path, true)) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "%s \"%.64s\" is not a path", CMN_HDR_PATH,
+                         c.path);
+        goto out;
+    }
+    if (!target_part_ok(c.query, false)) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "%s \"%.64s\" is not a query", CMN_HDR_QUERY,
+                         c.query);
+        goto out;
+    }
+    const char *cbu = cmn_headers_get(in, CMN_HDR_CALLBACK);
+    char why[200];
+    if (cbu != NULL && cbu[0] != '\0' && !cmn_callback_url_check(cbu, why, sizeof(why))) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: %s", CMN_HDR_CALLBACK, why);
+        goto out;
+    }
     const char *callback = cmn_headers_get(in, CMN_HDR_CALLBACK);
     if ((st = dup_field(&c.function, function, err)) != CMN_OK ||
-        (st = dup_field(&c.method, method, err)) != CMN_OK ||
-        (st = dup_field(&c.path, path ? path : "", err)) != CMN_OK ||
-        (st = dup_field(&c.query, query ? query : "", err)) != CMN_OK)
+        (st = dup_field(&c.method, method, err)) != CMN_OK)
         goto out;
     if (callback != NULL && callback[0] != '\0' &&
         (st = dup_field(&c.callback_url, callback, err)) != CMN_OK)

@@ -41,8 +41,8 @@ def _worker_log(stack):
 def test_allowlist_refuses_before_queueing_and_at_connect(stack, internal):
     """callback_allowlist = the SINK's address and port. The gateway answers 400 naming the
     rule for a literal outside it (other port, ::1, link-local metadata, a CIDR miss), queues
-    nothing; names that only an address entry could allow (localhost, a bare-integer IPv4
-    spelling) are checked by the worker on the resolved address and refused there. The
+    nothing; names that only an address entry could allow (localhost) are checked by the worker on
+    the resolved address and refused there; a bare-integer IPv4 spelling is refused at once. The
     internal recorder receives nothing; the allowed destination gets its callback."""
     rules = "127.0.0.1:%d,10.0.0.0/8" % stack.sink.port
     stack.start(workers=1, fixtures=("echo",),
@@ -55,10 +55,13 @@ def test_allowlist_refuses_before_queueing_and_at_connect(stack, internal):
         r = stack.async_call("echo", body=b"x", callback=url)
         assert r.status_code == 400, (url, r.status_code, r.text)
         assert "callback" in r.text.lower(), r.text
+    # a bare-integer IPv4 spelling is no host at all (issue 14)
+    r = stack.async_call("echo", body=b"x", callback="http://2130706433:%d/x" % internal.port)
+    assert r.status_code == 400 and "IPv4" in r.text, (r.status_code, r.text)
     assert stack.stream_last_seq() == seq, "a refused callback was queued"
-    # resolved at connect time: localhost and 2130706433 are 127.0.0.1 on the wrong port
+    # resolved at connect time: localhost and localhost. are 127.0.0.1 on the wrong port
     sneaky = [assert_202(stack.async_call("echo", body=b"s", callback=u)) for u in (
-        "http://localhost:%d/x" % internal.port, "http://2130706433:%d/x" % internal.port)]
+        "http://localhost:%d/x" % internal.port, "http://localhost:%d/y" % internal.port)]
     ok = assert_202(stack.async_call("echo", body=b"fine"))
     stack.sink.wait_for(1, 20, call_id=ok)
     harness.wait_until(lambda: _worker_log(stack).count("callback refused") >= 2, 20)
@@ -114,16 +117,19 @@ def test_redirects_are_never_followed(stack, internal, code):
 
 @pytest.mark.timeout(60)
 def test_callback_into_own_async_route_does_not_loop(stack):
-    """A callback pointed at the gateway's own /async-function/echo: the callback carries the
-    original X-Call-Id, so the gateway takes it as the same call (duplicate window, then the
-    final record): the function runs once, nothing loops."""
+    """A callback pointed at the gateway's own /async-function/echo is a chained call (issue
+    14): it runs once more under its own call id naming the first as its parent; that call has
+    no callback of its own, so nothing loops."""
     stack.start(workers=1, fixtures=("echo",))
     cid = assert_202(stack.async_call("echo", body=b"once",
                                       callback=stack.gw + "/async-function/echo"))
-    harness.wait_until(lambda: "callback posted" in _worker_log(stack), 20)
+    harness.wait_until(lambda: stack.ledger.count("echo") >= 2, 20, desc="the chained call")
     absence_window(3)
-    assert stack.ledger.count("echo", cid) == 1
-    assert stack.ledger.count("echo") == 1, stack.ledger.entries()
+    runs = stack.ledger.entries(function="echo")
+    assert len(runs) == 2, runs
+    assert runs[0]["call_id"] == cid and runs[1]["call_id"] != cid
+    assert runs[1]["headers"].get("X-Parent-Call-Id") == cid
+    assert runs[1]["body"] == b"once"
 
 
 # ---------------------------------------------------------------------------------------------

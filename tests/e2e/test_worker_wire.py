@@ -21,9 +21,14 @@ def wstack(stack):
 
 
 def v1_headers(call_id, function, path="", query="", callback=None, **extra):
+    # empty values are left out, as the gateway does: nats.c 3.4 reads an empty header value
+    # as the next line ("Faas-Path: " became "Faas-Query:"), which the worker now refuses
     h = {"Nats-Msg-Id": call_id, "Faas-Version": "1", "Faas-Function": function,
-         "Faas-Method": "POST", "Faas-Path": path, "Faas-Query": query,
-         "Faas-Start-Time": str(time.time_ns())}
+         "Faas-Method": "POST", "Faas-Start-Time": str(time.time_ns())}
+    if path:
+        h["Faas-Path"] = path
+    if query:
+        h["Faas-Query"] = query
     if callback:
         h["Faas-Callback-Url"] = callback
     h.update(extra)

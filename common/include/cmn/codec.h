@@ -42,6 +42,11 @@
 #define CMN_HDR_RETRY_CODES "Faas-Retry-Codes"
 #define CMN_HDR_RETRY_MIN_WAIT "Faas-Retry-Min-Wait"
 #define CMN_HDR_RETRY_MAX_WAIT "Faas-Retry-Max-Wait"
+/* Optional: a call queued from another call's callback (a chain through the
+ * async route): the parent's call id and this call's depth in the chain
+ * (1 = the first call made from a callback). */
+#define CMN_HDR_PARENT_CALL_ID "Faas-Parent-Call-Id"
+#define CMN_HDR_CHAIN_DEPTH "Faas-Chain-Depth"
 /* Dead-letter additions (written by the worker when it dead-letters a call). */
 #define CMN_HDR_DEAD_REASON "Faas-Dead-Reason"
 #define CMN_HDR_LAST_STATUS "Faas-Last-Status"
@@ -60,6 +65,8 @@ struct cmn_call {
     int64_t not_before_ns;       /* delayed call: not run before (ns since the epoch), 0 = now */
     struct cmn_headers headers;  /* the request headers to replay (no Faas-/Nats-, no hop-by-hop) */
     struct cmn_fn_policy policy; /* queue and retry overrides; all defaults when absent */
+    char parent_id[CMN_CALLID_MAX]; /* the parent call of a chained call, "" = none */
+    int chain_depth;                /* 0 = not chained */
 };
 
 /* Initialises an empty call. */

@@ -9,9 +9,14 @@
 #define CMN_CALLBACK_URL_MAX 4096
 
 /* True when `url` (NUL-terminated) is usable as X-Callback-Url: an absolute
- * http or https URL with a host, parsed by libevent's strict URI parser, no
- * control characters, at most CMN_CALLBACK_URL_MAX bytes. Otherwise writes
- * the reason ("invalid X-Callback-Url: ...") into `why` (`size` bytes). */
+ * http or https URL, parsed by libevent's strict URI parser, no control
+ * characters, at most CMN_CALLBACK_URL_MAX bytes, whose host is a plain DNS
+ * name (letters, digits, '-', '_'; labels of 1..63; not ending in a numeric
+ * label), a dotted-quad IPv4 address (four decimal parts, no leading zeros)
+ * or a bracketed IPv6 literal, and whose port, if given, is 1..65535 (a bare
+ * integer, hex or octal IPv4 spelling, a percent-encoded host and port 0 are
+ * refused). Otherwise writes the reason ("invalid X-Callback-Url: ...") into
+ * `why` (`size` bytes). */
 bool cmn_callback_url_check(const char *url, char *why, size_t size);
 
 /* The host (as spelled, IPv6 literals without brackets) and port (the
