@@ -417,10 +417,12 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
     if (qc.policy.queue[0] != '\0' && as->config.default_queue != NULL &&
         strcmp(qc.policy.queue, as->config.default_queue) == 0)
         qc.policy.queue[0] = '\0';
+    char why[240];
     if (qc.policy.queue[0] != '\0' && as->nats != NULL &&
-        !cmn_nats_add_stream(as->nats, qc.policy.queue)) {
-        snprintf(text, sizeof(text), "queue %s of function %s.%s cannot be kept (too many queues)",
-                 qc.policy.queue, fn.name, fn.ns);
+        !cmn_nats_add_stream(as->nats, qc.policy.queue, why, sizeof(why))) {
+        snprintf(text, sizeof(text),
+                 "queue %s of function %s.%s cannot be used (%s), call not queued", qc.policy.queue,
+                 fn.name, fn.ns, why);
         count(as, fn_label, 503);
         gw_req_reply_text(r, 503, text);
         goto out;

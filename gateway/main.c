@@ -30,6 +30,7 @@
 #include "catalog.h"
 #include "server.h"
 #include "system.h"
+#include "ui.h"
 
 #define PROGRAM "gateway"
 #define DRAIN_TICK_MS 50
@@ -55,6 +56,7 @@ struct gw_config {
     char *functions_provider_url;
     int64_t functions_cache_ttl;
     char *function_queues;
+    char *ui_callback_url;
     bool direct_functions;
     char *direct_functions_suffix;
     char *function_namespace;
@@ -123,6 +125,10 @@ static const struct cmn_config_entry config_table[] = {
     {"function_queues", CMN_CFG_STRING, "", NO_RANGE, OFF(function_queues), false,
      "name[.namespace]=queue pairs, comma separated: the queue of functions without a "
      "com.openfaas.queue annotation (DNS mode has no annotations)"},
+    {"ui_callback_url", CMN_CFG_STRING, "", NO_RANGE, OFF(ui_callback_url), false,
+     "http://host:port at which the queue-workers reach this gateway: async calls made in the "
+     "portal (/ui/) post their results to <it>/ui/callbacks/<token>; empty = "
+     "http://127.0.0.1:<port>"},
     {"direct_functions", CMN_CFG_BOOL, "false", NO_RANGE, OFF(direct_functions), false,
      "resolve functions through DNS as <name>.<namespace>.<suffix>:8080"},
     {"direct_functions_suffix", CMN_CFG_STRING, "svc.cluster.local", NO_RANGE,
@@ -187,6 +193,7 @@ struct gateway {
     struct gw_system *system;
     struct gw_records *records;
     struct gw_catalog *catalog;
+    struct gw_ui *ui;
     struct cmn_cbrules *callback_rules;
     struct gw_server *server;
     struct evhttp *metrics_http;
@@ -268,6 +275,8 @@ static void route(struct gw_req *r, void *arg)
         gw_system_health(gw->system, r, &target);
     } else if (has_prefix(p, "/system/")) {
         gw_system_handle(gw->system, r, &target);
+    } else if (strcmp(p, "/ui") == 0 || has_prefix(p, "/ui/")) {
+        gw_ui_handle(gw->ui, r, &target);
     } else {
         gw_req_reply_text(r, 404, "404 page not found");
     }
@@ -331,11 +340,11 @@ static void keep_queues(struct gateway *gw)
 {
     char names[CMN_NATS_MAX_EXTRA_STREAMS][CMN_QUEUE_MAX];
     size_t n = cmn_resolver_queues(gw->resolver, names, CMN_NATS_MAX_EXTRA_STREAMS);
+    char why[240];
     for (size_t i = 0; i < n && gw->nats != NULL; i++)
         if (strcmp(names[i], gw->cfg.faas_nats_channel) != 0 &&
-            !cmn_nats_add_stream(gw->nats, names[i]))
-            LOG_WARN(NULL, "queue %s: no room for another stream (at most %d queues)", names[i],
-                     CMN_NATS_MAX_EXTRA_STREAMS);
+            !cmn_nats_add_stream(gw->nats, names[i], why, sizeof(why)))
+            LOG_WARN(NULL, "queue %s cannot be used: %s", names[i], why);
 }
 
 static size_t records_queues(void *arg, char (*out)[CMN_QUEUE_MAX], size_t max)
@@ -434,6 +443,7 @@ static void shutdown_all(struct gateway *gw)
     gw_proxy_free(gw->proxy);
     gw_req_teardown();
     gw_catalog_free(gw->catalog);
+    gw_ui_free(gw->ui);
     gw_system_free(gw->system);
     if (gw->dns != NULL)
         evdns_base_free(gw->dns, 1); /* runs orphaned lookups' callbacks: they free */
@@ -497,6 +507,7 @@ int main(int argc, char **argv)
                                        .provider_url = gw.cfg.functions_provider_url,
                                        .provider_catalog = true,
                                        .function_queues = gw.cfg.function_queues,
+                                       .dead_letter_stream = gw.cfg.dead_letter_stream,
                                        .warn = policy_warn,
                                        .http_only = true};
     if (cmn_resolver_new(&rcfg, &gw.resolver, &err) != CMN_OK) {
@@ -641,6 +652,15 @@ int main(int argc, char **argv)
     }
     if (sst == CMN_OK)
         gw_system_set_records(gw.system, gw.records);
+    if (sst == CMN_OK) {
+        char base[300];
+        if (gw.cfg.ui_callback_url != NULL && gw.cfg.ui_callback_url[0] != '\0')
+            snprintf(base, sizeof(base), "%s", gw.cfg.ui_callback_url);
+        else
+            snprintf(base, sizeof(base), "http://127.0.0.1:%lld", (long long)gw.cfg.port);
+        struct gw_ui_config ucfg = {.system = gw.system, .callback_base = base};
+        sst = gw_ui_new(&ucfg, &gw.ui, &err);
+    }
     memset(auth_password, 0, sizeof(auth_password));
     if (sst != CMN_OK) {
         LOG_ERROR(NULL, "start-up: %s", err.msg);

@@ -649,6 +649,12 @@ static void dispatch(struct gw_conn *c)
 static void conn_feed(struct gw_conn *c)
 {
     struct evbuffer *in = bufferevent_get_input(c->bev);
+    /* The first byte after an idle gap starts the head's clock, even when
+     * it is one of the empty lines the parser skips before a request line
+     * (a client sending CRLF every few seconds holds no connection). */
+    if (c->state == CS_READING && !c->in_message && !c->deadline_armed &&
+        evbuffer_get_length(in) > 0)
+        arm_deadline(c, c->srv->config.read_header_timeout_ms);
     while (c->state == CS_READING && evbuffer_get_length(in) > 0) {
         struct evbuffer_iovec v;
         if (evbuffer_peek(in, -1, NULL, &v, 1) < 1)

@@ -410,13 +410,19 @@ static void provider_route(struct gw_system *sys, struct gw_req *r, const struct
     gw_proxy_forward(sys->config.proxy, r, target, &fwd);
 }
 
+bool gw_system_authorize(struct gw_system *sys, struct gw_req *r)
+{
+    if (authorized(sys, r))
+        return true;
+    gw_req_header(r, "WWW-Authenticate", "Basic realm=\"Restricted\"");
+    gw_req_reply_text(r, 401, "invalid credentials");
+    return false;
+}
+
 void gw_system_handle(struct gw_system *sys, struct gw_req *r, const struct gw_target *target)
 {
-    if (!authorized(sys, r)) {
-        gw_req_header(r, "WWW-Authenticate", "Basic realm=\"Restricted\"");
-        gw_req_reply_text(r, 401, "invalid credentials");
+    if (!gw_system_authorize(sys, r))
         return;
-    }
     const char *path = target->path;
     if (strncmp(path, "/system/async-calls", 19) == 0 ||
         strncmp(path, "/system/dead-letters", 20) == 0) {

@@ -100,6 +100,11 @@ double gw_system_invocations(void *arg, const char *name, const char *ns);
  * Loop thread, before the first request. */
 void gw_system_set_catalog(struct gw_system *sys, struct gw_catalog *catalog);
 
+/* True when `r` carries the gateway's Basic credentials, or the auth is
+ * off. Otherwise it answers `r` 401 (with WWW-Authenticate) and returns
+ * false. Loop thread. */
+bool gw_system_authorize(struct gw_system *sys, struct gw_req *r);
+
 /* Frees the module (secrets are wiped). NULL allowed. */
 void gw_system_free(struct gw_system *sys);
 

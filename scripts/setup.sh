@@ -4,13 +4,15 @@
 #   scripts/setup.sh          what building and running needs
 #   scripts/setup.sh --test   also what the test command needs: clang and its
 #                             sanitizer/libFuzzer runtime, and nginx + haproxy
-#                             (reference proxies of tests/bench/run.sh)
+#                             (reference proxies of tests/bench/run.sh),
+#                             prometheus (promtool, the alert test) and
+#                             chromium (the portal's browser test)
 set -euo pipefail
 pkgs=(build-essential cmake pkg-config libnats-dev nats-server libevent-dev libhttp-parser-dev
       libcurl4-openssl-dev libssl-dev libjansson-dev uuid-dev figlet curl clang-format
       python3-pytest python3-requests wrk)
 if [ "${1:-}" = "--test" ]; then
-  pkgs+=(clang libclang-rt-14-dev nginx haproxy openssl)
+  pkgs+=(clang libclang-rt-14-dev nginx haproxy openssl prometheus chromium)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -37,6 +37,18 @@ bool cmn_queue_name_valid(const char *name, size_t len)
     return true;
 }
 
+const char *cmn_queue_name_reserved(const char *name, const char *const *reserved)
+{
+    if (strncmp(name, "KV_", 3) == 0)
+        return "KV_ names the streams of key-value buckets";
+    if (strncmp(name, "OBJ_", 4) == 0)
+        return "OBJ_ names the streams of object stores";
+    for (size_t i = 0; reserved != NULL && reserved[i] != NULL; i++)
+        if (reserved[i][0] != '\0' && strcmp(name, reserved[i]) == 0)
+            return "the dead-letter stream's name";
+    return NULL;
+}
+
 static void warn_bad(cmn_policy_warn warn, void *arg, const char *fn, const char *key,
                      const char *value, const char *rule)
 {
@@ -75,15 +87,19 @@ static bool codes_text(const struct cmn_config_codes *set, char *out, size_t siz
 }
 
 void cmn_fn_policy_from_annotations(struct cmn_fn_policy *p, const char *fn, cmn_annotation_get get,
-                                    void *get_arg, cmn_policy_warn warn, void *warn_arg)
+                                    void *get_arg, const char *const *reserved,
+                                    cmn_policy_warn warn, void *warn_arg)
 {
     cmn_fn_policy_init(p);
     const char *v = get(get_arg, CMN_ANN_QUEUE);
     if (v != NULL) {
-        if (cmn_queue_name_valid(v, strlen(v)))
-            snprintf(p->queue, sizeof(p->queue), "%s", v);
-        else
+        const char *taken = NULL;
+        if (!cmn_queue_name_valid(v, strlen(v)))
             warn_bad(warn, warn_arg, fn, CMN_ANN_QUEUE, v, "1 to 63 of A-Z a-z 0-9 - _");
+        else if ((taken = cmn_queue_name_reserved(v, reserved)) != NULL)
+            warn_bad(warn, warn_arg, fn, CMN_ANN_QUEUE, v, taken);
+        else
+            snprintf(p->queue, sizeof(p->queue), "%s", v);
     }
     v = get(get_arg, CMN_ANN_RETRY_ATTEMPTS);
     if (v != NULL) {

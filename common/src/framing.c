@@ -91,7 +91,10 @@ const char *cmn_frame_scan_feed(struct cmn_frame_scan *s, const char *p, size_t 
                 if (c == '\n')
                     return "bare LF in the request head";
                 s->started = true;
+                s->request_line = true;
                 s->state = S_LINE;
+                if (c < 0x20 || c == 0x7f)
+                    return "control character in the request line";
                 break;
             }
             if (c == ' ' || c == '\t')
@@ -105,10 +108,19 @@ const char *cmn_frame_scan_feed(struct cmn_frame_scan *s, const char *p, size_t 
             s->state = S_LINE;
             break;
         case S_LINE:
-            if (c == '\r')
+            if (c == '\r') {
                 s->state = S_LINE_CR;
-            else if (c == '\n')
+                s->request_line = false;
+            } else if (c == '\n') {
                 return "bare LF in the request head";
+            } else if (s->request_line) {
+                /* method SP request-target SP version: SP is the only
+                 * separator, and an origin-form target has no fragment */
+                if ((c < 0x20 || c == 0x7f))
+                    return "control character in the request line";
+                if (c == '#')
+                    return "fragment (#) in the request target";
+            }
             break;
         case S_LINE_CR:
             if (c != '\n')

@@ -11,6 +11,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 
 #include "cmn/headers.h"
 #include "nats_priv.h"
@@ -68,6 +69,12 @@ static enum tracker_verdict classify_pub(natsMsg *reply, struct tracker_result *
     case JSStreamNotFoundErr:
         cmn_nats_kick(pub->nats, "publish: stream not found");
         v = TRACKER_RETRY;
+        break;
+    case JSStreamNotMatchErr:
+        /* a per-function queue's subjects belong to another stream: the
+         * keeper finds out which, and refuses the queue */
+        r->status = CMN_ERR_UNAVAILABLE;
+        cmn_nats_kick(pub->nats, "publish: the queue's subjects belong to another stream");
         break;
     default:
         /* 503-class refusals (cluster or stream temporarily unavailable,
@@ -198,6 +205,11 @@ enum cmn_status cmn_jspub_call(struct cmn_jspub *pub, const struct cmn_call *cal
         return cmn_nats_err(err, s, "build message");
     /* encoding errors (400 for the gateway) come before availability (503) */
     enum cmn_status st = cmn_call_encode_each(call, msg_sink_add, &ms, err);
+    /* A queue's subjects may be held by a stream that is not the queue's
+     * own (created by someone else before the keeper could): the server
+     * refuses the call rather than storing it where no worker looks. */
+    if (st == CMN_OK && call->policy.queue[0] != '\0')
+        st = msg_sink_add(&ms, "Nats-Expected-Stream", call->policy.queue);
     if (st == CMN_OK)
         st = ready_check(pub, err);
     if (st == CMN_OK)
@@ -254,6 +266,10 @@ enum cmn_status cmn_jspub_dead_letter(struct cmn_jspub *pub, const char *stream,
     size_t bytes = 16 + strlen(reply);
     for (size_t i = 0; s == NATS_OK && i < h.count; i++) {
         if (h.items[i].value[0] == '\0') /* see msg_sink_add */
+            continue;
+        /* the call's publish expectations (its queue's stream) are not the
+         * dead letter's */
+        if (strncasecmp(h.items[i].name, "Nats-Expected-", 14) == 0)
             continue;
         bytes += strlen(h.items[i].name) + strlen(h.items[i].value) + 4;
         s = natsMsgHeader_Add(dm, h.items[i].name, h.items[i].value);

@@ -40,6 +40,14 @@ struct cmn_nats {
     /* further work-queue streams (per-function queues), under mu */
     char extra[CMN_NATS_MAX_EXTRA_STREAMS][CMN_QUEUE_MAX];
     int extra_count;
+    /* queues whose stream the server cannot give us (a stream of that name
+     * with other settings, subjects another stream holds), under mu */
+    struct {
+        char name[CMN_QUEUE_MAX];
+        char why[240];
+    } refused[CMN_NATS_MAX_EXTRA_STREAMS];
+    int refused_count;
+    const char *reserved[2]; /* {dlq, NULL}: names no queue may take */
 
     atomic_bool ready, connected, closed;
     atomic_int_fast64_t max_payload;
@@ -580,8 +588,26 @@ static enum rec reconcile_bucket(struct cmn_nats *n, struct cmn_err *err)
         out = REC_RETRY;
         goto out;
     }
+    /* a bucket that became a work queue (or was made one by hand) loses
+     * every record it is asked to keep: not editable, so said, not fixed */
+    const char *retention = jstr(have, "retention");
+    if (strcmp(retention, "limits") != 0) {
+        cmn_err_set(err, CMN_ERR_INVALID, 0,
+                    "call-record bucket %s: stream %s has retention=%s, not limits (not "
+                    "editable); records kept there are lost: remove it with `nats stream rm %s` "
+                    "(the records go with it) or use another call_record_bucket",
+                    n->bucket, stream, retention, stream);
+        out = REC_FATAL;
+        goto out;
+    }
     char changes[400] = "", a[40], b[40];
     json_t *update = json_deep_copy(have);
+    json_t *want_subject = json_array_get(json_object_get(want, "subjects"), 0);
+    if (!has_subject(have, json_string_value(want_subject))) {
+        json_object_set(update, "subjects", json_object_get(want, "subjects"));
+        note_change(changes, sizeof(changes), "subjects", "(without it)",
+                    json_string_value(want_subject));
+    }
     const char *fields[] = {"num_replicas", "max_age", "max_msgs_per_subject"};
     for (size_t i = 0; i < 3; i++) {
         int64_t hv = jint(have, fields[i], 0), wv = jint(want, fields[i], 0);
@@ -806,24 +832,63 @@ static bool refresh(struct cmn_nats *n, char *why, size_t size)
 
 /* ---- the keeper thread ------------------------------------------------- */
 
-static enum rec reconcile_all(struct cmn_nats *n, struct cmn_err *err)
+/* A per-function queue's stream the server will not give us: dropped from
+ * what the keeper keeps, so that the rest of the set-up stays ready, and
+ * remembered so that its calls are answered with the reason. */
+static void refuse_extra(struct cmn_nats *n, const char *name, const char *why)
+{
+    pthread_mutex_lock(&n->mu);
+    for (int i = 0; i < n->extra_count; i++) {
+        if (strcmp(n->extra[i], name) != 0)
+            continue;
+        memmove(&n->extra[i], &n->extra[i + 1],
+                (size_t)(n->extra_count - i - 1) * sizeof(n->extra[0]));
+        n->extra_count--;
+        break;
+    }
+    if (n->refused_count < CMN_NATS_MAX_EXTRA_STREAMS) {
+        snprintf(n->refused[n->refused_count].name, CMN_QUEUE_MAX, "%.63s", name);
+        snprintf(n->refused[n->refused_count].why, sizeof(n->refused[0].why), "%.239s", why);
+        n->refused_count++;
+    }
+    pthread_mutex_unlock(&n->mu);
+    char line[400];
+    snprintf(line, sizeof(line), "queue %.63s refused, its calls are answered 503: %.300s", name,
+             why);
+    emit(n, CMN_NATS_CHANGED, line);
+}
+
+/* The configured objects decide readiness; a per-function queue's stream is
+ * its own matter: one that cannot be had is refused (refuse_extra), one that
+ * failed for a passing reason sets `*extra_retry`. */
+static enum rec reconcile_all(struct cmn_nats *n, bool *extra_retry, struct cmn_err *err)
 {
     atomic_store(&n->max_payload, natsConnection_GetMaxPayload(n->nc));
+    *extra_retry = false;
     enum rec r = reconcile_stream(n, n->stream, true, err);
-    char extra[CMN_NATS_MAX_EXTRA_STREAMS][CMN_QUEUE_MAX];
-    pthread_mutex_lock(&n->mu);
-    int extra_count = n->extra_count;
-    memcpy(extra, n->extra, sizeof(extra));
-    pthread_mutex_unlock(&n->mu);
-    for (int i = 0; r == REC_OK && i < extra_count; i++)
-        r = reconcile_stream(n, extra[i], true, err);
     if (r == REC_OK && n->dlq != NULL)
         r = reconcile_stream(n, n->dlq, false, err);
     if (r == REC_OK && n->bucket != NULL)
         r = reconcile_bucket(n, err);
     if (r == REC_OK && n->durable != NULL && n->cfg.manage_consumer)
         r = reconcile_consumer(n, err);
-    return r;
+    if (r != REC_OK)
+        return r;
+    char extra[CMN_NATS_MAX_EXTRA_STREAMS][CMN_QUEUE_MAX];
+    pthread_mutex_lock(&n->mu);
+    int extra_count = n->extra_count;
+    memcpy(extra, n->extra, sizeof(extra));
+    pthread_mutex_unlock(&n->mu);
+    for (int i = 0; i < extra_count; i++) {
+        struct cmn_err e;
+        cmn_err_clear(&e);
+        enum rec x = reconcile_stream(n, extra[i], true, &e);
+        if (x == REC_FATAL || (x == REC_RETRY && e.code == JSStreamSubjectOverlapErr))
+            refuse_extra(n, extra[i], e.msg);
+        else if (x == REC_RETRY)
+            *extra_retry = true;
+    }
+    return REC_OK;
 }
 
 void cmn_nats_cond_wait_ms(pthread_cond_t *cv, pthread_mutex_t *mu, int64_t ms)
@@ -899,8 +964,17 @@ static void *keeper_main(void *arg)
             }
             struct cmn_err err;
             cmn_err_clear(&err);
-            enum rec r = reconcile_all(n, &err);
+            bool extra_retry = false;
+            enum rec r = reconcile_all(n, &extra_retry, &err);
             if (r == REC_OK) {
+                if (extra_retry) {
+                    /* a queue's stream is not there yet: again shortly,
+                     * without making the rest not ready */
+                    next_setup = cmn_nats_now_ms() + RETRY_SETUP_MS;
+                    pthread_mutex_lock(&n->mu);
+                    n->need_setup = true;
+                    pthread_mutex_unlock(&n->mu);
+                }
                 last_problem[0] = '\0';
                 atomic_store(&n->ready, true);
                 /* a disconnect may have slipped in meanwhile */
@@ -991,6 +1065,13 @@ enum cmn_status cmn_nats_open(const struct cmn_nats_config *config, struct cmn_n
     n->cfg.dead_letter_stream = n->dlq;
     n->cfg.records_bucket = n->bucket;
     n->cfg.durable = n->durable;
+    n->reserved[0] = n->dlq;
+    const char *taken = cmn_queue_name_reserved(n->stream, n->reserved);
+    if (taken != NULL) {
+        st = cmn_err_set(err, CMN_ERR_INVALID, 0, "faas_nats_channel \"%s\" is reserved (%s)",
+                         n->stream, taken);
+        goto out;
+    }
 
     int64_t ping = config->ping_interval_ms > 0 ? config->ping_interval_ms : 2000;
     /* No lock spinning: nats.c spins up to 2000 times on a contended mutex by
@@ -1122,23 +1203,43 @@ int64_t cmn_nats_max_payload(const struct cmn_nats *n)
     return atomic_load(&((struct cmn_nats *)n)->max_payload);
 }
 
-bool cmn_nats_add_stream(struct cmn_nats *n, const char *name)
+bool cmn_nats_add_stream(struct cmn_nats *n, const char *name, char *why, size_t why_size)
 {
-    if (!cmn_queue_name_valid(name, strlen(name)))
+    char ignored[8];
+    if (why == NULL || why_size == 0) {
+        why = ignored;
+        why_size = sizeof(ignored);
+    }
+    why[0] = '\0';
+    const char *taken = NULL;
+    if (!cmn_queue_name_valid(name, strlen(name))) {
+        snprintf(why, why_size, "not a queue name (1 to 63 of A-Z a-z 0-9 - _)");
         return false;
+    }
+    if ((taken = cmn_queue_name_reserved(name, n->reserved)) != NULL) {
+        snprintf(why, why_size, "reserved: %s", taken);
+        return false;
+    }
     pthread_mutex_lock(&n->mu);
     bool known = strcmp(name, n->stream) == 0;
     for (int i = 0; i < n->extra_count && !known; i++)
         known = strcmp(n->extra[i], name) == 0;
+    for (int i = 0; i < n->refused_count; i++) {
+        if (strcmp(n->refused[i].name, name) == 0) {
+            snprintf(why, why_size, "%s", n->refused[i].why);
+            pthread_mutex_unlock(&n->mu);
+            return false;
+        }
+    }
     bool room = n->extra_count < CMN_NATS_MAX_EXTRA_STREAMS;
     if (!known && room)
         snprintf(n->extra[n->extra_count++], CMN_QUEUE_MAX, "%s", name);
     pthread_mutex_unlock(&n->mu);
-    if (!known && room) {
-        char why[120];
-        snprintf(why, sizeof(why), "queue %s needs its stream", name);
-        request_setup(n, why);
-    }
+    if (!known && !room)
+        snprintf(why, why_size, "no room for another stream (at most %d queues)",
+                 CMN_NATS_MAX_EXTRA_STREAMS);
+    if (!known && room)
+        request_setup(n, NULL);
     return known || room;
 }
 

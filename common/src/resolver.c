@@ -51,6 +51,8 @@ struct cmn_resolver {
     size_t qmap_count;
     cmn_policy_warn warn;
     void *warn_arg;
+    char *dlq;               /* no queue may take this name; may be NULL */
+    const char *reserved[2]; /* {dlq, NULL} for cmn_queue_name_reserved */
     pthread_rwlock_t lock;
     bool lock_ready;
     struct fn_table *table; /* static mode; swapped under the write lock */
@@ -198,7 +200,8 @@ static void entry_policy(const struct cmn_resolver *r, struct fn_entry *e)
     char full[CMN_NAME_MAX * 2];
     snprintf(full, sizeof(full), "%s.%s", e->name, e->ns);
     cmn_fn_policy_from_annotations(&e->policy, full, json_annotation, e->annotations,
-                                   r != NULL ? r->warn : NULL, r != NULL ? r->warn_arg : NULL);
+                                   r != NULL ? r->reserved : NULL, r != NULL ? r->warn : NULL,
+                                   r != NULL ? r->warn_arg : NULL);
 }
 
 static const char *mapped_queue(const struct cmn_resolver *r, const char *name, const char *ns)
@@ -436,6 +439,11 @@ static enum cmn_status parse_queue_map(struct cmn_resolver *r, const char *text,
                                "function_queues \"%.80s\": use name[.namespace]=queue, the queue "
                                "1 to 63 of A-Z a-z 0-9 - _",
                                item);
+        const char *taken = cmn_queue_name_reserved(eq + 1, r->reserved);
+        if (taken != NULL)
+            return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                               "function_queues \"%.80s\": queue %s is reserved (%s)", item, eq + 1,
+                               taken);
         *eq = '\0';
         bool has_ns = strchr(item, '.') != NULL;
         if (cmn_name_parse(item, strlen(item), "x", &fn, NULL) != CMN_OK)
@@ -479,6 +487,14 @@ enum cmn_status cmn_resolver_new(const struct cmn_resolver_config *config,
         return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
     r->warn = config->warn;
     r->warn_arg = config->warn_arg;
+    if (config->dead_letter_stream != NULL && config->dead_letter_stream[0] != '\0') {
+        r->dlq = strdup(config->dead_letter_stream);
+        if (r->dlq == NULL) {
+            free(r);
+            return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+        }
+    }
+    r->reserved[0] = r->dlq;
     if (pthread_rwlock_init(&r->lock, NULL) != 0) {
         st = cmn_err_set(err, CMN_ERR_NOMEM, 0, "resolver: cannot create lock");
         goto out;
@@ -559,6 +575,7 @@ void cmn_resolver_free(struct cmn_resolver *r)
     free(r->suffix);
     free(r->provider_url);
     free(r->qmap);
+    free(r->dlq);
     if (r->lock_ready)
         pthread_rwlock_destroy(&r->lock);
     free(r);

@@ -89,6 +89,32 @@ def test_slow_head_and_body_get_408_and_a_silent_connection_is_closed(stack):
         sock.close()
 
 
+def test_empty_lines_between_requests_do_not_hold_a_connection(stack):
+    """The parser skips empty lines before a request line; a client that sends CRLF every
+    half second after a reply (never a request) is closed at read_header_timeout, not kept
+    for ever by the idle timeout that each byte resets."""
+    stack.start(workers=0, fixtures=("echo",),
+                gateway_env={"read_header_timeout": "1s", "read_timeout": "30s"})
+    port = stack.gateway.port
+    s = raw(port, b"POST /function/echo HTTP/1.1\r\nHost: x\r\nContent-Length: 2\r\n\r\nok")
+    assert read_reply(s).startswith(b"HTTP/1.1 200")
+    t0 = time.time()
+    closed = False
+    while time.time() - t0 < 6:
+        try:
+            s.sendall(b"\r\n")
+        except OSError:
+            closed = True
+            break
+        if closed_by_peer(s, 0.5):
+            closed = True
+            break
+    elapsed = time.time() - t0
+    s.close()
+    assert closed, "a connection sending only empty lines was kept for %.1f s" % elapsed
+    assert 0.8 < elapsed < 3, elapsed
+
+
 @pytest.mark.timeout(120)
 def test_slowloris_cannot_lock_out_a_normal_client(stack):
     """400 connections from 127.0.0.2 send their head one byte per second, with

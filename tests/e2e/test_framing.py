@@ -104,6 +104,41 @@ def test_well_behaved_framing_still_works(stack, route):
         assert [e["body"] for e in stack.ledger.entries()][-3:] == [b"a", b"b", b"c"]
 
 
+BAD_TARGETS = {
+    "TAB in the path": b"/function/echo\tx",
+    "TAB in the query": b"/function/echo?a=1\tb=2",
+    "form feed": b"/function/echo\x0c",
+    "NUL in the path": b"/function/ec\x00ho",
+    "DEL in the query": b"/function/echo?a=\x7f",
+    "fragment": b"/function/echo#frag",
+    "fragment after a query": b"/function/echo?x=1#frag",
+}
+
+
+@pytest.mark.parametrize("route", ["/function/", "/async-function/"])
+def test_control_bytes_and_fragments_in_the_target_are_400(stack, route):
+    """A request line holds SP as its only separator and an origin-form target has no
+    fragment: a TAB, form feed, NUL or DEL, or a '#', is refused before routing."""
+    stack.start(workers=0, fixtures=("echo",))
+    port = stack.gateway.port
+    for name, target in BAD_TARGETS.items():
+        target = target.replace(b"/function/", route.encode(), 1)
+        reply = exchange(port, b"POST " + target + b" HTTP/1.1\r\n" + H +
+                         b"Content-Length: 2\r\n\r\nhi")
+        assert reply.startswith(b"HTTP/1.1 400 "), (name, reply[:200])
+        head, _, body = reply.partition(b"\r\n\r\n")
+        assert b"Connection: close" in head, (name, head)
+        # (a NUL never gets past the HTTP parser itself: "malformed request")
+        assert any(w in body for w in (b"request line", b"request target", b"malformed")), \
+            (name, body)
+    assert stack.ledger.entries() == []
+    assert stack.nats.stream_last_seq("faas-request") in (0, None)
+    # the same target, clean, still works
+    ok = exchange(port, b"POST " + route.encode() + b"echo?a=1 HTTP/1.1\r\n" + H +
+                  b"Content-Length: 2\r\nConnection: close\r\n\r\nhi")
+    assert ok.startswith(b"HTTP/1.1 20"), ok[:200]
+
+
 def test_watchdog_refuses_ambiguous_framing_too(stack):
     stack.start(workers=0, fixtures=(), watchdogs={"cat": "cat"}, gateway=False)
     port = stack.watchdogs["cat"].port

@@ -14,6 +14,7 @@ import requests
 
 import harness
 from delivery import assert_202, read_stream, start_worker
+from mininats import MiniNats
 
 
 def hdr(msg, name):
@@ -122,6 +123,88 @@ def test_bad_function_queues_setting_is_refused_at_start(stack, tmp_path):
     gw.start()
     assert gw.wait_exit(10) == 2
     assert "function_queues" in gw.all_logs()
+
+
+def test_reserved_queue_names_fall_back_to_the_default_queue(stack):
+    """A queue annotation naming the dead-letter stream or a key-value / object store stream
+    (the call records' KV_faas-calls among them) would turn that limits stream into a work
+    queue: the annotation is ignored with a log line, the calls run from the default queue,
+    and the dead-letter stream and the record bucket keep their settings."""
+    names = {"to-dlq": "faas-request-dlq", "to-kv": "KV_faas-calls", "to-obj": "OBJ_files"}
+    for fn in names:
+        stack.add_fixture_function("echo", name=fn)
+    stack.annotations = {fn: {"com.openfaas.queue": q} for fn, q in names.items()}
+    stack.start(workers=1, fixtures=())
+    ids = {fn: assert_202(stack.async_call(fn, body=fn.encode())) for fn in names}
+    for fn, cid in ids.items():
+        [cb] = stack.sink.wait_for(1, 20, call_id=cid)
+        assert cb["body"] == fn.encode() and cb["headers"].get("X-Function-Status") == "200"
+        assert wait_state(stack, cid, "succeeded")["function"].startswith(fn)
+    logs = stack.gateway.all_logs()
+    for fn, q in names.items():
+        assert 'annotation com.openfaas.queue="%s" ignored' % q in logs, (fn, logs[-2000:])
+    with MiniNats(stack.nats.port) as c:
+        assert c.stream_info("faas-request-dlq")["config"]["retention"] == "limits"
+        kv = c.stream_info("KV_faas-calls")["config"]
+        assert kv["retention"] == "limits" and "$KV.faas-calls.>" in kv["subjects"], kv
+        assert "OBJ_files" not in (c.stream_names() or [])
+    assert stack.gateway.alive() and all(w.alive() for w in stack.workers)
+    # a restart finds everything as it was (the old defect made this exit for good)
+    stack.gateway.terminate()
+    stack.gateway.start().wait_ready()
+    assert_202(stack.async_call("to-dlq", body=b"again"))
+    assert stack.gateway.alive()
+
+
+def test_reserved_names_in_function_queues_are_refused_at_start(stack):
+    stack.start(workers=0, fixtures=("echo",), gateway=False)
+    for mapping in ("echo=faas-request-dlq", "echo=KV_faas-calls"):
+        env = harness.base_env({"nats_url": stack.nats.url,
+                                "functions_file": stack.functions_file,
+                                "function_queues": mapping})
+        gw = harness.Gateway(stack.log_dir, env, name="gateway-reserved")
+        stack.registry.add(gw)
+        gw.start()
+        assert gw.wait_exit(10) == 2
+        assert "is reserved" in gw.all_logs(), gw.all_logs()[-1000:]
+
+
+def test_a_queue_the_server_cannot_give_is_refused_alone(stack):
+    """A stream named like the queue already exists with other settings (someone's limits
+    stream): that function's async calls get 503 with the reason, and only they do; the
+    gateway stays ready and every other function's calls are stored and run."""
+    stack.add_fixture_function("echo", name="clash")
+    stack.add_fixture_function("echo", name="fine")
+    stack.annotations = {"clash": {"com.openfaas.queue": "orders"},
+                         "fine": {"com.openfaas.queue": "fine-queue"}}
+    stack.start(workers=0, fixtures=("echo",), gateway=False)
+    with MiniNats(stack.nats.port) as c:
+        c.js("STREAM.CREATE.orders", {"name": "orders", "subjects": ["orders", "orders.>"],
+                                      "retention": "limits", "storage": "file"})
+    stack.start_gateway()
+    stack.add_worker()
+    start_worker(stack, "worker-fine", faas_nats_channel="fine-queue",
+                 dead_letter_stream="faas-request-dlq")
+    deadline = time.time() + 15
+    while True:
+        r = stack.async_call("clash", body=b"x")
+        # never accepted: a 202 here would be a call stored where no worker looks
+        assert r.status_code == 503, (r.status_code, r.text)
+        if "retention" in r.text or time.time() > deadline:
+            break
+        time.sleep(0.3)
+    assert "orders" in r.text and "retention" in r.text, r.text
+    with MiniNats(stack.nats.port) as c:
+        assert c.stream_info("orders")["state"]["messages"] == 0
+    for fn in ("echo", "fine"):
+        cid = assert_202(stack.async_call(fn, body=fn.encode()))
+        [cb] = stack.sink.wait_for(1, 20, call_id=cid)
+        assert cb["body"] == fn.encode()
+    assert requests.get(stack.gw + "/healthz", timeout=5).status_code == 200
+    assert "queue orders refused" in stack.gateway.all_logs()
+    with MiniNats(stack.nats.port) as c:
+        assert c.stream_info("orders")["config"]["retention"] == "limits"
+    assert stack.gateway.alive()
 
 
 def test_retry_annotations_override_the_worker_defaults(stack):

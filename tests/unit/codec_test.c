@@ -430,7 +430,7 @@ static void test_annotations(void)
                                    {CMN_ANN_RETRY_MIN_WAIT, "1.5s"},
                                    {CMN_ANN_RETRY_MAX_WAIT, "2m"},
                                    {NULL, NULL}};
-    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)good, count_warn, &warns);
+    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)good, NULL, count_warn, &warns);
     CHECK_INT(warns, 0);
     CHECK_STR(p.queue, "q_1");
     CHECK_INT(p.retry_attempts, 7);
@@ -440,16 +440,31 @@ static void test_annotations(void)
     const char *const bad[][2] = {{CMN_ANN_QUEUE, "a b"},          {CMN_ANN_RETRY_ATTEMPTS, "1001"},
                                   {CMN_ANN_RETRY_CODES, "99"},     {CMN_ANN_RETRY_MIN_WAIT, "0s"},
                                   {CMN_ANN_RETRY_MAX_WAIT, "25h"}, {NULL, NULL}};
-    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)bad, count_warn, &warns);
+    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)bad, NULL, count_warn, &warns);
     CHECK_INT(warns, 5);
     CHECK(!cmn_fn_policy_set(&p));
     warns = 0;
     const char *const crossed[][2] = {
         {CMN_ANN_RETRY_MIN_WAIT, "10s"}, {CMN_ANN_RETRY_MAX_WAIT, "1s"}, {NULL, NULL}};
-    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)crossed, count_warn, &warns);
+    cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)crossed, NULL, count_warn, &warns);
     CHECK_INT(warns, 1);
     CHECK_INT(p.retry_min_wait_ms, -1);
     CHECK_INT(p.retry_max_wait_ms, -1);
+
+    /* names that would turn a limits stream into a work queue */
+    const char *const dlq[] = {"faas-request-dlq", NULL};
+    const char *const taken[] = {"KV_faas-calls", "OBJ_x", "faas-request-dlq"};
+    for (size_t i = 0; i < 3; i++) {
+        const char *const ann[][2] = {{CMN_ANN_QUEUE, taken[i]}, {NULL, NULL}};
+        warns = 0;
+        cmn_fn_policy_from_annotations(&p, "fn.ns", ann_get, (void *)ann, dlq, count_warn, &warns);
+        CHECK_INT(warns, 1);
+        CHECK_STR(p.queue, "");
+        CHECK(cmn_queue_name_reserved(taken[i], dlq) != NULL);
+    }
+    CHECK(cmn_queue_name_reserved("faas-request-dlq", NULL) == NULL);
+    CHECK(cmn_queue_name_reserved("kv_lower", dlq) == NULL);
+    CHECK(cmn_queue_name_reserved("slow", dlq) == NULL);
 }
 
 int main(void)

@@ -88,6 +88,8 @@ static void test_scanner(void)
 {
     CHECK(scan("GET / HTTP/1.1\r\nHost: x\r\n\r\n", false) == NULL);
     CHECK(scan("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", false) == NULL); /* leading CRLF */
+    /* HTAB and '#' stay allowed in header values */
+    CHECK(scan("GET /a?b=%23 HTTP/1.1\r\nX-A: a\tb#c\r\n\r\n", false) == NULL);
     CHECK(scan("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\na\nb", false) == NULL);
     CHECK(scan("POST / HTTP/1.1\r\nT: c\r\n\r\n5\r\nhello\r\n0\r\n\r\n", true) == NULL);
     CHECK(scan("POST / HTTP/1.1\r\nT: c\r\n\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n", true) ==
@@ -100,6 +102,13 @@ static void test_scanner(void)
         "GET / HTTP/1.1\r\nX-A: one\r\n two\r\n\r\n",
         "GET / HTTP/1.1\r\nX-A: one\r\n\ttwo\r\n\r\n",
         "\nGET / HTTP/1.1\r\n\r\n",
+        "GET /a\tb HTTP/1.1\r\n\r\n",
+        "GET /a\fb HTTP/1.1\r\n\r\n",
+        "GET /a?q=\x7f HTTP/1.1\r\n\r\n",
+        "GET\t/ HTTP/1.1\r\n\r\n",
+        "\r\n\x01GET / HTTP/1.1\r\n\r\n",
+        "GET /a#f HTTP/1.1\r\n\r\n",
+        "GET /a?x=1#f HTTP/1.1\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         CHECK(scan(bad[i], false) != NULL);

@@ -440,9 +440,19 @@ static void test_queue_map(void)
     char queues[4][CMN_QUEUE_MAX];
     CHECK_INT(cmn_resolver_queues(r, queues, 4), 2);
     cmn_resolver_free(r);
-    const char *bad[] = {"slow", "slow=", "=q", "slow=q.x", "Bad Name=q", "slow=q w"};
+    const char *bad[] = {"slow",
+                         "slow=",
+                         "=q",
+                         "slow=q.x",
+                         "Bad Name=q",
+                         "slow=q w",
+                         "slow=KV_faas-calls",
+                         "slow=OBJ_files",
+                         "slow=faas-request-dlq"};
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++) {
-        struct cmn_resolver_config b2 = {.direct_functions = true, .function_queues = bad[i]};
+        struct cmn_resolver_config b2 = {.direct_functions = true,
+                                         .function_queues = bad[i],
+                                         .dead_letter_stream = "faas-request-dlq"};
         r = NULL;
         CHECK(cmn_resolver_new(&b2, &r, &err) == CMN_ERR_INVALID);
         CHECK_CONTAINS(err.msg, "function_queues");

@@ -50,13 +50,23 @@ typedef void (*cmn_policy_warn)(void *arg, const char *line);
 /* Fills `p` (initialised here) from the annotations `get` returns. Each
  * invalid value (a queue name that is not [A-Za-z0-9_-]{1,63}, attempts not
  * an integer 0..1000, a wait that is not a duration from 1 ms to 24 h, codes
- * that are not a list of statuses 100..599, min_wait above max_wait) keeps
+ * that are not a list of statuses 100..599, min_wait above max_wait, a queue
+ * that cmn_queue_name_reserved refuses with `reserved`) keeps
  * that field's default and is reported once through `warn` (may be NULL)
  * with `fn` (borrowed, "name.ns") in the text. */
 void cmn_fn_policy_from_annotations(struct cmn_fn_policy *p, const char *fn, cmn_annotation_get get,
-                                    void *get_arg, cmn_policy_warn warn, void *warn_arg);
+                                    void *get_arg, const char *const *reserved,
+                                    cmn_policy_warn warn, void *warn_arg);
 
 /* True when `name` (`len` bytes) can be a queue: 1..63 of [A-Za-z0-9_-]. */
 bool cmn_queue_name_valid(const char *name, size_t len);
+
+/* Why `name` (NUL-terminated) cannot be a queue's stream although it is
+ * valid, or NULL when it can: a name beginning with "KV_" or "OBJ_" (the
+ * streams behind JetStream key-value buckets and object stores, the call
+ * records among them), or one of `reserved` (NULL-terminated list, may be
+ * NULL; the dead-letter stream), which hold limits streams that a work queue
+ * of the same name would take over. The text is static. */
+const char *cmn_queue_name_reserved(const char *name, const char *const *reserved);
 
 #endif

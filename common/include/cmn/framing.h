@@ -7,7 +7,9 @@
  *  - no header value holding a control character other than HTAB (NUL, CR,
  *    LF, DEL, ...);
  * plus, for servers that see the raw bytes (cmn_frame_scan), no bare LF or
- * bare CR line ends and no obs-fold continuation lines in the head, and chunk
+ * bare CR line ends and no obs-fold continuation lines in the head, a request
+ * line without control characters (HTAB, FF, NUL, DEL ...) and without a
+ * fragment ('#', which clients never send: RFC 9112 §3.2.1), and chunk
  * size lines that are 1*HEXDIG CRLF (no extensions, no spaces). Anything else
  * is a 400 with the returned reason, before routing, proxying or queueing.
  * Pure functions, any thread. */
@@ -32,6 +34,7 @@ struct cmn_frame_scan {
     bool chunked;        /* set by the server once the head declared a chunked body */
     bool head_done;      /* the empty line ending the head was seen */
     bool started;        /* the request line began (leading empty lines skipped) */
+    bool request_line;   /* inside the request line */
     uint64_t chunk_left; /* data bytes of the current chunk still to skip */
     unsigned digits;     /* hex digits of the current chunk size */
 };

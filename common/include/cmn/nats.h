@@ -121,11 +121,17 @@ void cmn_nats_kick(struct cmn_nats *nats, const char *why);
 
 /* Adds work-queue stream `name` (a per-function queue, cmn/fnpolicy.h; same
  * settings as the configured stream, calls on "<name>.<call id>") to what the
- * keeper creates and reconciles; a new name kicks a reconciliation (readiness
- * is false until it succeeds). Returns false when `name` is not a valid queue
- * name or CMN_NATS_MAX_EXTRA_STREAMS are taken; true when known already. Any
- * thread, never blocks (a mutex and a scan of at most 32 names). */
-bool cmn_nats_add_stream(struct cmn_nats *nats, const char *name);
+ * keeper creates and reconciles; a new name kicks a reconciliation. A queue's
+ * stream never makes the handle not ready: one that fails for a passing
+ * reason is tried again every second, one the server cannot give (a stream
+ * of that name with other settings, subjects another stream holds) is
+ * refused for the handle's life and reported as CMN_NATS_CHANGED. Returns
+ * true when `name` is kept (or known); false, with the reason in `why`
+ * (`why_size` bytes, may be NULL), when it is not a valid queue name, is
+ * reserved (cmn_queue_name_reserved with the dead-letter stream), was
+ * refused, or CMN_NATS_MAX_EXTRA_STREAMS are taken. Any thread, never blocks
+ * (a mutex and a scan of at most 64 names). */
+bool cmn_nats_add_stream(struct cmn_nats *nats, const char *name, char *why, size_t why_size);
 
 /* Copies the latest queue state into `out`. Any thread, never blocks. */
 void cmn_nats_stats_get(const struct cmn_nats *nats, struct cmn_nats_stats *out);

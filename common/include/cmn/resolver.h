@@ -37,6 +37,9 @@ struct cmn_resolver_config {
     /* "name[.ns]=queue,..." (function_queues): the queue of functions that
      * carry no com.openfaas.queue annotation, in any mode; NULL/"" = none */
     const char *function_queues;
+    /* The dead-letter stream's name, which no queue may take
+     * (cmn_queue_name_reserved); NULL = none. */
+    const char *dead_letter_stream;
     /* Receives one line per ignored annotation (at load, reload and provider
      * updates; on the updating thread); NULL = silent. */
     cmn_policy_warn warn;
@@ -46,7 +49,8 @@ struct cmn_resolver_config {
 /* Loads the resolver. Exactly one mode must be set (CMN_ERR_INVALID if none
  * or several); the file must parse (CMN_ERR_INVALID with the JSON error
  * position, CMN_ERR_IO); provider_url must be an http:// URL; function_queues
- * must be "name[.ns]=queue" pairs. `*out` new, free with cmn_resolver_free. */
+ * must be "name[.ns]=queue" pairs whose queues are not reserved. `*out` new, free with
+ * cmn_resolver_free. */
 enum cmn_status cmn_resolver_new(const struct cmn_resolver_config *config,
                                  struct cmn_resolver **out, struct cmn_err *err);
 void cmn_resolver_free(struct cmn_resolver *r);

@@ -1,0 +1,304 @@
+/* The portal: its files, its session, and the receiver of the callbacks of
+ * the calls it made (a ring in memory). */
+#include "ui.h"
+
+#include <event2/buffer.h>
+#include <event2/http.h>
+#include <jansson.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+#include <time.h>
+
+#include "cmn/callid.h"
+#include "cmn/duration.h"
+#include "cmn/log.h"
+#include "cmn/status.h"
+#include "system.h"
+#include "ui_assets.h"
+
+#define DEFAULT_KEEP 128
+#define DEFAULT_MAX_BODY (64 * 1024)
+#define RECEIVER_PREFIX "/ui/callbacks/"
+#define RESULTS_PREFIX "/ui/api/results/"
+
+struct result {
+    char call_id[CMN_CALLID_MAX];
+    json_t *meta; /* what GET .../results/<id> answers */
+    char *body;
+    size_t body_len;
+    char content_type[128];
+};
+
+struct gw_ui {
+    struct gw_system *system;
+    char token[CMN_CALLID_MAX];
+    char *callback_url; /* <base>/ui/callbacks/<token> */
+    size_t max_body;
+    struct result *ring;
+    size_t keep, next, count;
+    uint64_t received;
+};
+
+static int64_t wall_ms(void)
+{
+    struct timespec ts;
+    clock_gettime(CLOCK_REALTIME, &ts);
+    return (int64_t)ts.tv_sec * 1000 + ts.tv_nsec / 1000000;
+}
+
+static void result_clear(struct result *x)
+{
+    json_decref(x->meta);
+    free(x->body);
+    memset(x, 0, sizeof(*x));
+}
+
+enum cmn_status gw_ui_new(const struct gw_ui_config *config, struct gw_ui **out,
+                          struct cmn_err *err)
+{
+    const char *base = config->callback_base != NULL ? config->callback_base : "";
+    if (strncmp(base, "http://", 7) != 0 || strlen(base) > 400)
+        return cmn_err_set(err, CMN_ERR_INVALID, 0,
+                           "ui_callback_url \"%.80s\": expected http://host[:port]", base);
+    struct gw_ui *ui = calloc(1, sizeof(*ui));
+    if (ui == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "ui: out of memory");
+    ui->system = config->system;
+    ui->keep = config->keep > 0 ? config->keep : DEFAULT_KEEP;
+    ui->max_body = config->max_body_bytes > 0 ? config->max_body_bytes : DEFAULT_MAX_BODY;
+    ui->ring = calloc(ui->keep, sizeof(*ui->ring));
+    cmn_callid_new(ui->token);
+    size_t base_len = strlen(base);
+    while (base_len > 0 && base[base_len - 1] == '/')
+        base_len--;
+    size_t n = base_len + sizeof(RECEIVER_PREFIX) + sizeof(ui->token);
+    ui->callback_url = malloc(n);
+    if (ui->ring == NULL || ui->callback_url == NULL) {
+        gw_ui_free(ui);
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "ui: out of memory");
+    }
+    snprintf(ui->callback_url, n, "%.*s%s%s", (int)base_len, base, RECEIVER_PREFIX, ui->token);
+    *out = ui;
+    return CMN_OK;
+}
+
+void gw_ui_free(struct gw_ui *ui)
+{
+    if (ui == NULL)
+        return;
+    for (size_t i = 0; ui->ring != NULL && i < ui->keep; i++)
+        result_clear(&ui->ring[i]);
+    free(ui->ring);
+    free(ui->callback_url);
+    free(ui);
+}
+
+/* Headers that keep a page from being framed, sniffed or fed from elsewhere:
+ * everything the portal needs comes from this origin. */
+static void page_headers(struct gw_req *r)
+{
+    gw_req_header(r, "Cache-Control", "no-cache");
+    gw_req_header(r, "X-Content-Type-Options", "nosniff");
+    gw_req_header(r, "X-Frame-Options", "DENY");
+    gw_req_header(r, "Referrer-Policy", "no-referrer");
+    gw_req_header(r, "Content-Security-Policy",
+                  "default-src 'self'; img-src 'self' data:; frame-ancestors 'none'");
+}
+
+static void reply_json(struct gw_req *r, int code, json_t *doc)
+{
+    char *text = doc != NULL ? json_dumps(doc, JSON_COMPACT) : NULL;
+    json_decref(doc);
+    if (text == NULL) {
+        gw_req_reply_text(r, 500, "out of memory");
+        return;
+    }
+    page_headers(r);
+    gw_req_header(r, "Content-Type", "application/json");
+    evbuffer_add(r->out_body, text, strlen(text));
+    free(text);
+    gw_req_reply(r, code, NULL);
+}
+
+static bool is_read(const struct gw_req *r)
+{
+    return r->method == EVHTTP_REQ_GET || r->method == EVHTTP_REQ_HEAD;
+}
+
+static void method_not_allowed(struct gw_req *r, const char *allow)
+{
+    gw_req_header(r, "Allow", allow);
+    gw_req_reply_text(r, 405, "method not allowed");
+}
+
+static struct result *find(struct gw_ui *ui, const char *call_id)
+{
+    for (size_t i = 0; i < ui->keep; i++)
+        if (ui->ring[i].meta != NULL && strcmp(ui->ring[i].call_id, call_id) == 0)
+            return &ui->ring[i];
+    return NULL;
+}
+
+/* POST /ui/callbacks/<token>: a queue-worker delivers a result. */
+static void receive(struct gw_ui *ui, struct gw_req *r, const char *token)
+{
+    if (strcmp(token, ui->token) != 0) {
+        gw_req_reply_text(r, 404, "404 page not found");
+        return;
+    }
+    if (r->method != EVHTTP_REQ_POST) {
+        method_not_allowed(r, "POST");
+        return;
+    }
+    const char *id = evhttp_find_header(&r->in_headers, "X-Call-Id");
+    if (id == NULL || !cmn_callid_valid(id)) {
+        gw_req_reply_text(r, 400, "X-Call-Id missing or invalid");
+        return;
+    }
+    json_t *meta = json_object();
+    json_t *headers = json_object();
+    if (meta == NULL || headers == NULL) {
+        json_decref(meta);
+        json_decref(headers);
+        gw_req_reply_text(r, 503, "out of memory");
+        return;
+    }
+    for (struct evkeyval *h = r->in_headers.tqh_first; h != NULL; h = h->next.tqe_next) {
+        /* what the worker adds and the function answered; not the hop's own */
+        if (strcasecmp(h->key, "Host") == 0 || strcasecmp(h->key, "Content-Length") == 0 ||
+            strcasecmp(h->key, "Connection") == 0 || strcasecmp(h->key, "Authorization") == 0)
+            continue;
+        json_t *v = json_string(h->value);
+        if (v != NULL)
+            json_object_set_new(headers, h->key, v);
+    }
+    size_t len = evbuffer_get_length(r->in_body);
+    size_t keep = len < ui->max_body ? len : ui->max_body;
+    const char *status = evhttp_find_header(&r->in_headers, "X-Function-Status");
+    const char *type = evhttp_find_header(&r->in_headers, "Content-Type");
+    struct result *slot = find(ui, id);
+    if (slot == NULL) {
+        slot = &ui->ring[ui->next];
+        ui->next = (ui->next + 1) % ui->keep;
+        if (ui->count < ui->keep)
+            ui->count++;
+    }
+    result_clear(slot);
+    snprintf(slot->call_id, sizeof(slot->call_id), "%s", id);
+    snprintf(slot->content_type, sizeof(slot->content_type), "%s",
+             type != NULL && strchr(type, '\n') == NULL ? type : "application/octet-stream");
+    slot->body = malloc(keep + 1);
+    if (slot->body != NULL) {
+        evbuffer_copyout(r->in_body, slot->body, keep);
+        slot->body_len = keep;
+    }
+    char when[40];
+    json_object_set_new(meta, "call_id", json_string(id));
+    json_object_set_new(meta, "function_status", json_integer(status ? atoi(status) : 0));
+    json_object_set_new(meta, "headers", headers);
+    json_object_set_new(meta, "body_bytes", json_integer((json_int_t)len));
+    json_object_set_new(meta, "body_truncated", json_boolean(keep < len));
+    json_object_set_new(meta, "received",
+                        json_string(cmn_time_format(wall_ms(), when, sizeof(when))));
+    slot->meta = meta;
+    ui->received++;
+    LOG_DEBUG(id, "portal: callback received (status %s, %zu bytes)", status ? status : "-", len);
+    gw_req_reply_text(r, 200, "OK");
+}
+
+static void serve_result(struct gw_ui *ui, struct gw_req *r, const char *rest)
+{
+    if (!is_read(r)) {
+        method_not_allowed(r, "GET");
+        return;
+    }
+    char id[CMN_CALLID_MAX];
+    const char *slash = strchr(rest, '/');
+    size_t n = slash != NULL ? (size_t)(slash - rest) : strlen(rest);
+    bool body = slash != NULL && strcmp(slash, "/body") == 0;
+    if (n == 0 || n >= sizeof(id) || (slash != NULL && !body)) {
+        gw_req_reply_text(r, 404, "404 page not found");
+        return;
+    }
+    memcpy(id, rest, n);
+    id[n] = '\0';
+    struct result *x = find(ui, id);
+    if (x == NULL) {
+        page_headers(r);
+        gw_req_reply_text(r, 404, "no callback received for this call (yet)");
+        return;
+    }
+    if (!body) {
+        reply_json(r, 200, json_incref(x->meta));
+        return;
+    }
+    page_headers(r);
+    gw_req_header(r, "Content-Type", x->content_type);
+    /* shown as text by the page, never rendered as this origin's HTML */
+    gw_req_header(r, "Content-Disposition", "attachment");
+    if (x->body != NULL)
+        evbuffer_add(r->out_body, x->body, x->body_len);
+    gw_req_reply(r, 200, NULL);
+}
+
+static void serve_session(struct gw_ui *ui, struct gw_req *r)
+{
+    if (!is_read(r)) {
+        method_not_allowed(r, "GET");
+        return;
+    }
+    json_t *doc = json_object();
+    if (doc != NULL) {
+        json_object_set_new(doc, "callback_url", json_string(ui->callback_url));
+        json_object_set_new(doc, "results_kept", json_integer((json_int_t)ui->keep));
+        json_object_set_new(doc, "callbacks_received", json_integer((json_int_t)ui->received));
+    }
+    reply_json(r, 200, doc);
+}
+
+static void serve_file(struct gw_req *r, const char *name)
+{
+    if (!is_read(r)) {
+        method_not_allowed(r, "GET, HEAD");
+        return;
+    }
+    if (*name == '\0')
+        name = "index.html";
+    for (const struct gw_ui_asset *a = gw_ui_assets; a->name != NULL; a++) {
+        if (strcmp(a->name, name) != 0)
+            continue;
+        page_headers(r);
+        gw_req_header(r, "Content-Type", a->content_type);
+        evbuffer_add_reference(r->out_body, a->data, a->size, NULL, NULL);
+        gw_req_reply(r, 200, NULL);
+        return;
+    }
+    gw_req_reply_text(r, 404, "404 page not found");
+}
+
+void gw_ui_handle(struct gw_ui *ui, struct gw_req *r, const struct gw_target *target)
+{
+    const char *path = target->path;
+    if (strncmp(path, RECEIVER_PREFIX, sizeof(RECEIVER_PREFIX) - 1) == 0) {
+        receive(ui, r, path + sizeof(RECEIVER_PREFIX) - 1);
+        return;
+    }
+    if (!gw_system_authorize(ui->system, r))
+        return;
+    if (strcmp(path, "/ui") == 0) {
+        gw_req_header(r, "Location", "/ui/");
+        gw_req_reply_text(r, 301, "the portal is at /ui/");
+        return;
+    }
+    const char *rest = path + 4; /* after "/ui/" */
+    if (strcmp(path, "/ui/api/session") == 0)
+        serve_session(ui, r);
+    else if (strncmp(path, RESULTS_PREFIX, sizeof(RESULTS_PREFIX) - 1) == 0)
+        serve_result(ui, r, path + sizeof(RESULTS_PREFIX) - 1);
+    else if (strchr(rest, '/') == NULL)
+        serve_file(r, rest);
+    else
+        gw_req_reply_text(r, 404, "404 page not found");
+}
