@@ -196,6 +196,7 @@ static void receive(struct gw_ui *ui, struct gw_req *r, const char *token)
     }
     char when[40];
     json_object_set_new(meta, "call_id", json_string(id));
+    json_object_set_new(meta, "received", json_true());
     json_object_set_new(meta, "function_status", json_integer(status ? atoi(status) : 0));
     json_object_set_new(meta, "headers", headers);
     json_object_set_new(meta, "body_bytes", json_integer((json_int_t)len));
@@ -225,9 +226,19 @@ static void serve_result(struct gw_ui *ui, struct gw_req *r, const char *rest)
     memcpy(id, rest, n);
     id[n] = '\0';
     struct result *x = find(ui, id);
+    if (x == NULL && !body) {
+        /* not (yet) received, or another receiver's: a state, not an error */
+        json_t *doc = json_object();
+        if (doc != NULL) {
+            json_object_set_new(doc, "call_id", json_string(id));
+            json_object_set_new(doc, "received", json_false());
+        }
+        reply_json(r, 200, doc);
+        return;
+    }
     if (x == NULL) {
         page_headers(r);
-        gw_req_reply_text(r, 404, "no callback received for this call (yet)");
+        gw_req_reply_text(r, 404, "no callback received for this call");
         return;
     }
     if (!body) {

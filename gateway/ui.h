@@ -2,6 +2,8 @@
  * behind the /system Basic auth when it is on) and its small API:
  *   GET  /ui/api/session           {"callback_url": ..., "basic_auth": bool}
  *   GET  /ui/api/results/<call-id> a callback the portal received, as JSON
+ *                                  ({"received": false} until then)
+ *   GET  /ui/api/results/<call-id>/body  its body, as received (404 until then)
  *   POST /ui/callbacks/<token>     the portal's own callback receiver
  * An async call invoked from the page names the receiver as its
  * X-Callback-Url, so the page can show the function's output: the receiver

@@ -32,3 +32,16 @@ if ((${#missing[@]})); then
   $SUDO apt-get update -qq
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends "${missing[@]}"
 fi
+# The portal's browser test drives Debian's Chromium with playwright-core
+# (npm, pinned by tests/browser/package-lock.json; no browser download).
+if [ "${1:-}" = "--test" ]; then
+  if ! command -v npm >/dev/null; then
+    SUDO=""; [ "$(id -u)" -eq 0 ] || SUDO="sudo"
+    DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq --no-install-recommends nodejs npm
+  fi
+  browser="$(cd "$(dirname "$0")/.." && pwd)/tests/browser"
+  if [ ! -f "$browser/node_modules/playwright-core/package.json" ]; then
+    echo "setup: npm ci in tests/browser (playwright-core)"
+    (cd "$browser" && PLAYWRIGHT_SKIP_BROWSER_DOWNLOAD=1 npm ci --no-audit --no-fund --silent)
+  fi
+fi

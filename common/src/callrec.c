@@ -722,15 +722,9 @@ static int64_t header_ns_ms(natsMsg *m, const char *name)
 
 /* The record of a call still waiting in work stream `stream`; `*seq` its
  * stream sequence. */
-static enum cmn_status derive_in(struct cmn_recq *q, const char *stream, const char *call_id,
-                                 struct cmn_rec *out, uint64_t *seq, struct cmn_err *err)
+/* The record a call waiting in a work stream implies (message `m`). */
+static void rec_of_waiting(natsMsg *m, const char *call_id, struct cmn_rec *out, uint64_t *seq)
 {
-    char json[SUBJECT_MAX + 40];
-    snprintf(json, sizeof(json), "{\"last_by_subj\":\"%s.%s\"}", stream, call_id);
-    natsMsg *m = NULL;
-    enum cmn_status st = direct_get(q, stream, json, &m, err);
-    if (st != CMN_OK)
-        return st;
     struct cmn_rec r;
     cmn_rec_init(&r);
     snprintf(r.call_id, sizeof(r.call_id), "%s", call_id);
@@ -744,8 +738,20 @@ static enum cmn_status derive_in(struct cmn_recq *q, const char *stream, const c
     r.state = r.not_before_ms > wall_ms() ? CMN_CALL_SCHEDULED : CMN_CALL_QUEUED;
     if (seq != NULL)
         *seq = header_u64(m, "Nats-Sequence");
-    natsMsg_Destroy(m);
     *out = r;
+}
+
+static enum cmn_status derive_in(struct cmn_recq *q, const char *stream, const char *call_id,
+                                 struct cmn_rec *out, uint64_t *seq, struct cmn_err *err)
+{
+    char json[SUBJECT_MAX + 40];
+    snprintf(json, sizeof(json), "{\"last_by_subj\":\"%s.%s\"}", stream, call_id);
+    natsMsg *m = NULL;
+    enum cmn_status st = direct_get(q, stream, json, &m, err);
+    if (st != CMN_OK)
+        return st;
+    rec_of_waiting(m, call_id, out, seq);
+    natsMsg_Destroy(m);
     return CMN_OK;
 }
 
@@ -962,6 +968,83 @@ static enum cmn_status dump_array(json_t *arr, char **json, struct cmn_err *err)
     return *json != NULL ? CMN_OK : cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
 }
 
+static bool listed(json_t *arr, const char *call_id)
+{
+    size_t i;
+    json_t *o;
+    json_array_foreach(arr, i, o)
+    {
+        const char *id = json_string_value(json_object_get(o, "call_id"));
+        if (id != NULL && strcmp(id, call_id) == 0)
+            return true;
+    }
+    return false;
+}
+
+static bool append_rec(json_t *arr, const struct cmn_rec *r)
+{
+    char *text = cmn_rec_to_json(r, true);
+    json_t *o = text != NULL ? json_loads(text, 0, NULL) : NULL;
+    free(text);
+    return o != NULL && json_array_append_new(arr, o) == 0;
+}
+
+/* The calls waiting in work stream `stream` (newest first, at most `limit`
+ * more, 20 × limit probes) that `arr` does not hold yet: their record when
+ * they have one (a retry waits with a record), else the one they imply. */
+static enum cmn_status list_waiting(struct cmn_recq *q, const char *stream, const char *function,
+                                    int state, int limit, json_t *arr, struct cmn_err *err)
+{
+    uint64_t first = 0, last = 0;
+    struct cmn_err e2;
+    if (stream_bounds(q, stream, &first, &last, &e2) != CMN_OK)
+        return CMN_OK; /* a queue without a stream holds nothing */
+    size_t prefix = strlen(stream);
+    int found = 0;
+    long probes = 0, max_probes = 20L * limit;
+    for (uint64_t s = last; s >= first && s > 0 && found < limit && probes < max_probes; s--) {
+        probes++;
+        char body[64];
+        snprintf(body, sizeof(body), "{\"seq\":%" PRIu64 "}", s);
+        natsMsg *m = NULL;
+        enum cmn_status st = direct_get(q, stream, body, &m, err);
+        if (st == CMN_ERR_NOT_FOUND)
+            continue; /* acknowledged and gone */
+        if (st != CMN_OK)
+            return st;
+        /* a direct get answers on an inbox; the stored subject is a header */
+        const char *subject = NULL;
+        if (natsMsgHeader_Get(m, "Nats-Subject", &subject) != NATS_OK)
+            subject = NULL;
+        const char *id = subject != NULL && strncmp(subject, stream, prefix) == 0 &&
+                                 subject[prefix] == '.'
+                             ? subject + prefix + 1
+                             : "";
+        struct cmn_rec r;
+        bool ok = cmn_callid_valid(id) && !listed(arr, id);
+        if (ok) {
+            enum cmn_status ks = kv_read(q, id, &r, &e2);
+            if (ks == CMN_ERR_NOT_FOUND)
+                rec_of_waiting(m, id, &r, NULL);
+            ok = ks == CMN_OK || ks == CMN_ERR_NOT_FOUND;
+        }
+        natsMsg_Destroy(m);
+        if (!ok || !function_matches(r.function, function) ||
+            (state >= 0 && (int)r.state != state))
+            continue;
+        if (append_rec(arr, &r))
+            found++;
+    }
+    return CMN_OK;
+}
+
+static int newest_first(const void *a, const void *b)
+{
+    const char *x = json_string_value(json_object_get(*(json_t *const *)a, "submitted"));
+    const char *y = json_string_value(json_object_get(*(json_t *const *)b, "submitted"));
+    return strcmp(y != NULL ? y : "", x != NULL ? x : "");
+}
+
 enum cmn_status cmn_recq_list(struct cmn_recq *q, const char *function, int state, int limit,
                               char **json, struct cmn_err *err)
 {
@@ -998,13 +1081,39 @@ enum cmn_status cmn_recq_list(struct cmn_recq *q, const char *function, int stat
             (state >= 0 && (int)r.state != state))
             continue;
         r.revision = s;
-        char *text = cmn_rec_to_json(&r, true);
-        json_t *o = text != NULL ? json_loads(text, 0, NULL) : NULL;
-        free(text);
-        if (o != NULL)
-            json_array_append_new(arr, o);
-        found++;
+        if (append_rec(arr, &r))
+            found++;
     }
+    /* Calls still waiting have no record yet (it is derived from the
+     * stream): they are listed from the work streams. */
+    if (state < 0 || state == CMN_CALL_QUEUED || state == CMN_CALL_SCHEDULED) {
+        st = list_waiting(q, q->stream, function, state, limit, arr, err);
+        char names[MAX_QUEUES][CMN_QUEUE_MAX];
+        size_t n = q->queues != NULL ? q->queues(q->queues_arg, names, MAX_QUEUES) : 0;
+        for (size_t i = 0; st == CMN_OK && i < n; i++)
+            if (strcmp(names[i], q->stream) != 0)
+                st = list_waiting(q, names[i], function, state, limit, arr, err);
+        if (st != CMN_OK) {
+            json_decref(arr);
+            return st;
+        }
+    }
+    size_t count = json_array_size(arr);
+    json_t **items = malloc((count > 0 ? count : 1) * sizeof(*items));
+    if (items == NULL) {
+        json_decref(arr);
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+    }
+    for (size_t i = 0; i < count; i++)
+        items[i] = json_incref(json_array_get(arr, i));
+    qsort(items, count, sizeof(*items), newest_first);
+    json_array_clear(arr);
+    for (size_t i = 0; i < count; i++) {
+        if (i < (size_t)limit)
+            json_array_append(arr, items[i]);
+        json_decref(items[i]);
+    }
+    free(items);
     return dump_array(arr, json, err);
 }
 

@@ -189,11 +189,14 @@ async function followCall(id) {
   }
 }
 
-async function output(id) {
-  for (let i = 0; i < 10; i++) {
-    const r = await api("/ui/api/results/" + encodeURIComponent(id) + "/body");
-    if (r.ok) return r.text();
-    await new Promise((res) => setTimeout(res, 300));
+async function output(id, tries = 10) {
+  for (let i = 0; i < tries; i++) {
+    const meta = await json("/ui/api/results/" + encodeURIComponent(id));
+    if (meta.received) {
+      const r = await api("/ui/api/results/" + encodeURIComponent(id) + "/body");
+      if (r.ok) return r.text();
+    }
+    if (i + 1 < tries) await new Promise((res) => setTimeout(res, 300));
   }
   return null;
 }
@@ -248,8 +251,8 @@ async function detail(id, quiet) {
   try {
     const r = await api("/async-calls/" + encodeURIComponent(id));
     $("detail-record").textContent = r.ok ? JSON.stringify(await r.json(), null, 2) : r.status + " " + (await r.text());
-    const o = await api("/ui/api/results/" + encodeURIComponent(id) + "/body");
-    $("detail-output").textContent = o.ok ? await o.text() : "(no output received by the portal)";
+    const out = await output(id, 1);
+    $("detail-output").textContent = out != null ? out : "(no output received by the portal)";
   } catch (e) {
     if (!quiet) showError(e.message);
   }

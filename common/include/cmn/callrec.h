@@ -205,10 +205,12 @@ enum cmn_status cmn_recq_lookup(struct cmn_recq *q, const char *call_id, struct 
 enum cmn_status cmn_recq_cancel(struct cmn_recq *q, const char *call_id, const char *reason,
                                 struct cmn_rec *out, struct cmn_err *err);
 
-/* Newest records first, at most `limit` (1..1000), filtered by function
+/* Newest records first (by submission), at most `limit` (1..1000), the
+ * calls still waiting in the work streams among them (their derived
+ * record: queued or scheduled), filtered by function
  * (NULL/"" = any; "name" matches "name" and "name.<ns>") and state (-1 =
  * any), as a JSON array text (malloc'd) in `*json`. Blocks: reads the bucket
- * backwards, at most 20 × limit messages. */
+ * and each work stream backwards, at most 20 × limit messages each. */
 enum cmn_status cmn_recq_list(struct cmn_recq *q, const char *function, int state, int limit,
                               char **json, struct cmn_err *err);
 
