@@ -496,6 +496,9 @@ void gw_system_declare_queue_metrics(struct cmn_metrics *m)
                         "Messages stored in the work-queue stream");
     cmn_metrics_declare(m, GW_M_DEAD_LETTERS, CMN_METRIC_GAUGE,
                         "Messages stored in the dead-letter stream");
+    cmn_metrics_declare(m, GW_M_QUEUE_WAITING, CMN_METRIC_GAUGE,
+                        "Pull requests of queue-workers waiting for calls (consumer "
+                        "num_waiting): 0 with calls pending means no worker is consuming");
 }
 
 /* The keeper thread refreshes the figures every few seconds; a scrape copies
@@ -517,6 +520,7 @@ static void update_queue_gauges(struct gw_system *sys)
         {GW_M_QUEUE_REDELIVERED, st.redelivered},
         {GW_M_QUEUE_MESSAGES, st.stream_messages},
         {GW_M_DEAD_LETTERS, st.dead_letter_messages},
+        {GW_M_QUEUE_WAITING, st.waiting},
     };
     for (size_t i = 0; i < sizeof(g) / sizeof(g[0]); i++)
         if (g[i].value >= 0)

@@ -75,6 +75,7 @@ void gw_system_metrics_request(struct evhttp_request *req, void *arg);
 #define GW_M_QUEUE_REDELIVERED "gateway_queue_redelivered_messages"
 #define GW_M_QUEUE_MESSAGES "gateway_queue_stream_messages"
 #define GW_M_DEAD_LETTERS "gateway_dead_letter_messages"
+#define GW_M_QUEUE_WAITING "gateway_queue_waiting_pulls"
 
 /* Declares the queue gauges on `m`. Loop thread, at start-up. */
 void gw_system_declare_queue_metrics(struct cmn_metrics *m);

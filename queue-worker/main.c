@@ -31,6 +31,7 @@
 
 #define PROGRAM "queue-worker"
 #define M_RECONNECTS "queue_worker_nats_reconnect_total"
+#define M_NATS_READY "queue_worker_nats_ready"
 #define IDLE_POLL_MS 10000
 #define PUBLISH_TIMEOUT_MS 5000
 #define BURST_WAIT_MS 50
@@ -119,12 +120,14 @@ static void on_nats_event(enum cmn_nats_event event, const char *detail, void *c
             LOG_INFO(NULL, "nats connected, consumer ready detail=\"%s\"", d);
         }
         atomic_store(&w->health_state, QW_HEALTH_READY);
+        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 1);
         break;
     case CMN_NATS_CHANGED:
         LOG_INFO(NULL, "nats reconciled detail=\"%s\"", d);
         break;
     case CMN_NATS_NOT_READY:
         atomic_store(&w->health_state, QW_HEALTH_RECONNECTING);
+        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 0);
         LOG_WARN(NULL, "nats not ready detail=\"%s\"", d);
         break;
     case CMN_NATS_CONNECT_FAILED:
@@ -132,6 +135,7 @@ static void on_nats_event(enum cmn_nats_event event, const char *detail, void *c
         break;
     case CMN_NATS_DISCONNECTED:
         atomic_store(&w->disconnected, true);
+        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 0);
         atomic_store(&w->health_state, QW_HEALTH_RECONNECTING);
         LOG_WARN(NULL,
                  "nats disconnected, reconnecting (budget %" PRId64 " x %" PRId64
@@ -140,12 +144,14 @@ static void on_nats_event(enum cmn_nats_event event, const char *detail, void *c
         break;
     case CMN_NATS_FATAL:
         atomic_store(&w->health_state, QW_HEALTH_DEAD);
+        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 0);
         atomic_store(&w->fatal, true);
         LOG_ERROR(NULL, "nats set-up impossible, exiting detail=\"%s\"", d);
         qw_http_wakeup(w->http);
         break;
     case CMN_NATS_CLOSED:
         atomic_store(&w->health_state, QW_HEALTH_DEAD);
+        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 0);
         atomic_store(&w->closed, true);
         LOG_ERROR(NULL, "nats connection closed, reconnect budget exhausted detail=\"%s\"", d);
         qw_http_wakeup(w->http);
@@ -388,6 +394,9 @@ static void declare_metrics(struct cmn_metrics *m)
 {
     cmn_metrics_declare(m, M_RECONNECTS, CMN_METRIC_COUNTER, "NATS reconnections");
     cmn_metrics_add(m, M_RECONNECTS, NULL, 0);
+    cmn_metrics_declare(m, M_NATS_READY, CMN_METRIC_GAUGE,
+                        "1 while connected to NATS with the stream and the consumer in place");
+    cmn_metrics_set(m, M_NATS_READY, NULL, 0);
 }
 
 static void shutdown_worker(struct worker *w)

@@ -567,6 +567,41 @@ def test_named_queue_overlay(validator):
     assert any(o["metadata"]["name"] == "long-task" for o in objects_of(objs, "Deployment"))
 
 
+def rules_file_as_json():
+    """deploy/prometheus/cfaas.rules.yml parsed by the validator's own YAML package."""
+    script = ("const Y=require('yaml');const fs=require('fs');"
+              "process.stdout.write(JSON.stringify(Y.parse(fs.readFileSync(process.argv[1],'utf8'))))")
+    run = subprocess.run(["node", "-e", script, str(ROOT / "deploy" / "prometheus" /
+                                                   "cfaas.rules.yml")],
+                         cwd=HERE, capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    return json.loads(run.stdout)
+
+
+def test_prometheus_operator_overlay(validator):
+    """PodMonitors scrape the ports the pods name; the PrometheusRule carries exactly the
+    rules of deploy/prometheus/cfaas.rules.yml (regenerate: scripts/gen-prometheusrule.sh)."""
+    objs = overlay("prometheus-operator", validator)
+    for name in ("gateway", "queue-worker"):
+        pm = find(objs, "PodMonitor", name)
+        assert pm is not None, name
+        dep = find(objs, "Deployment", name)
+        assert pm["spec"]["selector"]["matchLabels"] == dep["spec"]["selector"]["matchLabels"]
+        _, c = the_container(objs, name)
+        (ep,) = pm["spec"]["podMetricsEndpoints"]
+        named = {p["name"]: p["containerPort"] for p in c.get("ports", [])}
+        assert ep["port"] in named, (name, ep, named)
+        assert str(named[ep["port"]]) == env_of(c)["metrics_port"], (name, named)
+        # the plain-Prometheus route: the pod annotations name the same port
+        ann = dep["spec"]["template"]["metadata"]["annotations"]
+        assert ann["prometheus.io/scrape"] == "true"
+        assert ann["prometheus.io/port"] == str(named[ep["port"]])
+    rule = find(objs, "PrometheusRule", "cfaas")
+    assert rule is not None
+    assert rule["spec"]["groups"] == rules_file_as_json()["groups"], \
+        "prometheusrule.yaml is stale: run scripts/gen-prometheusrule.sh"
+
+
 def test_static_functions_overlay(validator):
     objs = overlay("static-functions", validator)
     cms = [o for o in objects_of(objs, "ConfigMap", "openfaas")

@@ -1,6 +1,7 @@
 #!/usr/bin/env node
 // Validates Kubernetes objects offline against the OpenAPI schemas shipped in the
-// npm packages `kubernetes-models` (core API) and `@kubernetes-models/keda` (KEDA CRDs).
+// npm packages `kubernetes-models` (core API), `@kubernetes-models/keda` (KEDA CRDs) and
+// `@kubernetes-models/prometheus-operator` (PodMonitor, PrometheusRule).
 //
 //   kubectl kustomize deploy/kubernetes | node tests/deploy/validate.js [--json] [--name LABEL]
 //
@@ -17,6 +18,7 @@ const YAML = require('yaml');
 // apiVersion group -> npm module prefix holding one class file per kind.
 const PROVIDERS = [
   { match: (group) => group === 'keda.sh' || group === 'eventing.keda.sh', pkg: '@kubernetes-models/keda' },
+  { match: (group) => group === 'monitoring.coreos.com', pkg: '@kubernetes-models/prometheus-operator' },
   { match: () => true, pkg: 'kubernetes-models' },
 ];
 
