@@ -3,7 +3,9 @@
 # (also under AddressSanitizer + UBSan), end to end (pytest against a real
 # nats-server -js and the real binaries), libFuzzer targets for a short fixed
 # time, the e2e basics against ThreadSanitizer builds, deployment checks, and a
-# short smoke of the benchmark harness. Extra args go to pytest.
+# short smoke of the benchmark harness; the Prometheus rules under promtool, the
+# portal in headless Chromium and the alerts in a real Prometheus (in the e2e
+# run). Extra args go to pytest.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 ./scripts/setup.sh --test
@@ -11,6 +13,10 @@ cd "$(dirname "$0")/.."
 
 echo "== style: clang-format"
 clang-format --dry-run --Werror $(git ls-files '*.c' '*.h')
+
+echo "== Prometheus rules: promtool check and unit tests (deploy/prometheus)"
+promtool check rules deploy/prometheus/cfaas.rules.yml
+promtool test rules tests/prometheus/cfaas.rules.test.yml
 
 echo "== unit tests"
 (cd build && ctest -L unit --output-on-failure)
