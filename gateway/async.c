@@ -26,6 +26,7 @@
 #include "cmn/jspub.h"
 #include "cmn/nats.h"
 #include "cmn/log.h"
+#include "cmn/trace.h"
 #include "cmn/metrics.h"
 #include "cmn/name.h"
 #include "cmn/resolver.h"
@@ -479,7 +480,10 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
             snprintf(text, sizeof(text), "out of memory, call not queued");
         else
             snprintf(text, sizeof(text), "NATS error, call not queued");
-        LOG_WARN(r->call_id, "publish to NATS failed (%s): %s", cmn_status_name(st), err.msg);
+        char trace[CMN_TRACE_ID_MAX];
+        cmn_traceparent_parse(evhttp_find_header(&r->in_headers, CMN_TRACEPARENT), trace);
+        CMN_LOG_TRACED(CMN_LOG_WARN, r->call_id, trace, "publish to NATS failed (%s): %s",
+                       cmn_status_name(st), err.msg);
         count(as, fn_label, code);
         if (code == 503)
             gw_req_header(r, "Retry-After", "1");
@@ -491,7 +495,12 @@ void gw_async_handle(struct gw_async *as, struct gw_req *r, const struct gw_targ
      * held until then. */
     as->live_count++;
     gw_req_hold(r, &call_hooks, call);
-    LOG_DEBUG(r->call_id, "publishing %zu bytes for %.*s", body_len, (int)name_len, name);
+    if (cmn_log_min_level <= CMN_LOG_DEBUG) {
+        char trace[CMN_TRACE_ID_MAX];
+        cmn_traceparent_parse(evhttp_find_header(&r->in_headers, CMN_TRACEPARENT), trace);
+        CMN_LOG_TRACED(CMN_LOG_DEBUG, r->call_id, trace, "publishing %zu bytes for %.*s", body_len,
+                       (int)name_len, name);
+    }
 out:
     cmn_call_free(&qc);
 }

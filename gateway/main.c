@@ -22,6 +22,7 @@
 #include "cmn/log.h"
 #include "cmn/metrics.h"
 #include "cmn/resolver.h"
+#include "cmn/trace.h"
 #include "async.h"
 #include "cmn/cbrules.h"
 #include "records.h"
@@ -242,6 +243,27 @@ static bool park_unknown(struct gateway *gw, struct gw_req *r, const char *rest)
     return gw_catalog_park(gw->catalog, r, &fn, route, gw);
 }
 
+/* The caller's W3C trace context (cmn/trace.h) goes on to the function (and
+ * through the queue to the callback) when it is one valid traceparent; an
+ * invalid or repeated one is dropped with its tracestate, as the
+ * specification asks of a receiver that cannot parse it. */
+static void check_trace_context(struct gw_req *r)
+{
+    int n = 0;
+    const char *v = NULL;
+    for (struct evkeyval *h = r->in_headers.tqh_first; h != NULL; h = h->next.tqe_next) {
+        if (strcasecmp(h->key, CMN_TRACEPARENT) == 0) {
+            n++;
+            v = h->value;
+        }
+    }
+    if (n == 0 || (n == 1 && cmn_traceparent_parse(v, NULL)))
+        return;
+    LOG_DEBUG(r->call_id, "invalid traceparent dropped");
+    gw_hdr_remove(&r->in_headers, CMN_TRACEPARENT);
+    gw_hdr_remove(&r->in_headers, CMN_TRACESTATE);
+}
+
 static void route(struct gw_req *r, void *arg)
 {
     struct gateway *gw = arg;
@@ -260,6 +282,8 @@ static void route(struct gw_req *r, void *arg)
         }
     }
     const char *p = target.path;
+    if (has_prefix(p, "/function/") || has_prefix(p, "/async-function/"))
+        check_trace_context(r);
     if (gw->catalog != NULL && !r->resumed &&
         ((has_prefix(p, "/function/") && park_unknown(gw, r, p + 10)) ||
          (has_prefix(p, "/async-function/") && r->method == EVHTTP_REQ_POST &&

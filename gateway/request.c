@@ -9,6 +9,7 @@
 #include <sys/socket.h>
 
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 
 #include <malloc.h>
@@ -319,6 +320,22 @@ void gw_hdr_clear(struct evkeyvalq *q)
         TAILQ_REMOVE(q, kv, next);
         free(kv);
     }
+}
+
+size_t gw_hdr_remove(struct evkeyvalq *q, const char *name)
+{
+    size_t n = 0;
+    struct evkeyval *kv = TAILQ_FIRST(q);
+    while (kv != NULL) {
+        struct evkeyval *next = TAILQ_NEXT(kv, next);
+        if (strcasecmp(kv->key, name) == 0) {
+            TAILQ_REMOVE(q, kv, next);
+            free(kv);
+            n++;
+        }
+        kv = next;
+    }
+    return n;
 }
 
 void gw_req_header(struct gw_req *r, const char *name, const char *value)

@@ -196,6 +196,10 @@ int gw_hdr_add(struct evkeyvalq *q, const char *name, size_t name_len, const cha
 /* Frees every node of `q`, leaving it empty. */
 void gw_hdr_clear(struct evkeyvalq *q);
 
+/* Removes (and frees) every node of `q` named `name` (any case); returns how
+ * many. Never evhttp_remove_header on these lists. */
+size_t gw_hdr_remove(struct evkeyvalq *q, const char *name);
+
 /* Adds a reply header to `r` (ignored once replied). */
 void gw_req_header(struct gw_req *r, const char *name, const char *value);
 

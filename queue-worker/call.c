@@ -10,6 +10,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <time.h>
 #include <unistd.h>
 
@@ -18,7 +19,11 @@
 #include "cmn/duration.h"
 #include "cmn/log.h"
 #include "cmn/name.h"
+#include "cmn/trace.h"
 #include "retry.h"
+
+/* A call's log line: its call id, and its trace id when the caller sent one. */
+#define CLOG(level, c, ...) CMN_LOG_TRACED(level, (c)->log_id, (c)->trace_id, __VA_ARGS__)
 
 #define RESPONSE_MAX_BYTES ((size_t)64 * 1024 * 1024)
 #define LOG_BODY_MAX 1024
@@ -68,11 +73,12 @@ struct qw_call {
     struct qw_calls *set;
     struct cmn_js_msg *msg;
     struct cmn_call call;
-    char log_id[CMN_CALLID_MAX]; /* call id, or "seq-<n>" when undecodable */
-    uint64_t attempt;            /* = deliveries of the message, from 1 */
-    int64_t received_ns;         /* monotonic, receipt of this delivery */
-    int64_t next_wip_ms;         /* monotonic time of the next +WPI */
-    int64_t wake_ms;             /* callback back-off deadline (ST_CALLBACK_WAIT) */
+    char log_id[CMN_CALLID_MAX];     /* call id, or "seq-<n>" when undecodable */
+    char trace_id[CMN_TRACE_ID_MAX]; /* the caller's W3C trace id, "" = none */
+    uint64_t attempt;                /* = deliveries of the message, from 1 */
+    int64_t received_ns;             /* monotonic, receipt of this delivery */
+    int64_t next_wip_ms;             /* monotonic time of the next +WPI */
+    int64_t wake_ms;                 /* callback back-off deadline (ST_CALLBACK_WAIT) */
     enum call_state state;
     uint64_t seq;    /* stream sequence, 0 when unknown */
     uint64_t stored; /* hash of call id and store time: seq alone repeats on a fresh stream */
@@ -399,8 +405,8 @@ static void confirm(struct qw_call *c, bool term)
     enum cmn_status st = term ? cmn_jscons_term(set->env.cons, c->msg, deadline, c, &err)
                               : cmn_jscons_ack(set->env.cons, c->msg, deadline, c, &err);
     if (st != CMN_OK) {
-        LOG_ERROR(c->log_id, "%s failed error=\"%s\"; the call will be redelivered",
-                  term ? "term" : "ack", tidy(err.msg));
+        CLOG(CMN_LOG_ERROR, c, "%s failed error=\"%s\"; the call will be redelivered",
+             term ? "term" : "ack", tidy(err.msg));
         call_end(c);
         return;
     }
@@ -413,18 +419,18 @@ static void on_confirmed(struct qw_call *c, const struct cmn_jscons_result *r)
     seq_remember(c->set, c);
     if (r->status != CMN_OK) {
         cmn_metrics_add(c->set->env.metrics, M_UNCONFIRMED, NULL, 1);
-        LOG_ERROR(c->log_id,
-                  "%s not confirmed by NATS error=\"%s\"; if it is delivered again, this "
-                  "worker settles it without running it",
-                  c->terminating ? "term" : "ack", r->detail);
+        CLOG(CMN_LOG_ERROR, c,
+             "%s not confirmed by NATS error=\"%s\"; if it is delivered again, this "
+             "worker settles it without running it",
+             c->terminating ? "term" : "ack", r->detail);
         call_end(c);
         return;
     }
     if (c->undecodable)
-        LOG_INFO(c->log_id, "done terminated");
+        CLOG(CMN_LOG_INFO, c, "done terminated");
     else
-        LOG_INFO(c->log_id, "done status=%d %s", c->status,
-                 c->terminating ? "terminated" : "acked");
+        CLOG(CMN_LOG_INFO, c, "done status=%d %s", c->status,
+             c->terminating ? "terminated" : "acked");
     call_end(c);
 }
 
@@ -438,8 +444,8 @@ static void dead_letter(struct qw_call *c, const char *reason)
     const struct qw_config *cfg = set->env.cfg;
     struct cmn_err err;
     if (cfg->dead_letter_stream == NULL || cfg->dead_letter_stream[0] == '\0') {
-        LOG_ERROR(c->log_id, "no dead_letter_stream configured: %s dropped",
-                  c->undecodable ? "message" : "call");
+        CLOG(CMN_LOG_ERROR, c, "no dead_letter_stream configured: %s dropped",
+             c->undecodable ? "message" : "call");
         finish(c, true);
         return;
     }
@@ -462,8 +468,8 @@ static void dead_lettered(struct qw_call *c, const struct cmn_jspub_result *r)
          * dead-letter headers, refused): handing it back would loop forever */
         char detail[256];
         snprintf(detail, sizeof(detail), "%s", r->detail ? r->detail : "");
-        LOG_ERROR(c->log_id, "dead-letter refused error=\"%s\" (%s); terminated without a copy",
-                  tidy(detail), cmn_status_name(r->status));
+        CLOG(CMN_LOG_ERROR, c, "dead-letter refused error=\"%s\" (%s); terminated without a copy",
+             tidy(detail), cmn_status_name(r->status));
         finish(c, true);
         return;
     }
@@ -474,18 +480,18 @@ static void dead_lettered(struct qw_call *c, const struct cmn_jspub_result *r)
             delay = 1000;
         char detail[256];
         snprintf(detail, sizeof(detail), "%s", r->detail ? r->detail : "");
-        LOG_ERROR(c->log_id,
-                  "dead-letter failed error=\"%s\"; handed back for redelivery in %" PRId64 "ms",
-                  tidy(detail), delay);
+        CLOG(CMN_LOG_ERROR, c,
+             "dead-letter failed error=\"%s\"; handed back for redelivery in %" PRId64 "ms",
+             tidy(detail), delay);
         if (cmn_jscons_nak(set->env.cons, c->msg, delay, &err) != CMN_OK)
-            LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
+            CLOG(CMN_LOG_ERROR, c, "nak failed error=\"%s\"", tidy(err.msg));
         call_end(c);
         return;
     }
     cmn_metrics_add(set->env.metrics, M_DEAD, NULL, 1);
-    LOG_WARN(c->log_id, "dead-lettered reason=\"%s\" status=%d attempts=%" PRIu64 " stream=%s",
-             c->undecodable ? c->error : c->dead_reason, c->status, c->attempt,
-             cfg->dead_letter_stream);
+    CLOG(CMN_LOG_WARN, c, "dead-lettered reason=\"%s\" status=%d attempts=%" PRIu64 " stream=%s",
+         c->undecodable ? c->error : c->dead_reason, c->status, c->attempt,
+         cfg->dead_letter_stream);
     finish(c, true);
 }
 
@@ -526,7 +532,7 @@ static void poison(struct qw_call *c, const char *why)
     const struct qw_config *cfg = c->set->env.cfg;
     c->state = ST_DEAD_LETTER;
     if (cfg->dead_letter_stream == NULL || cfg->dead_letter_stream[0] == '\0') {
-        LOG_ERROR(c->log_id, "no dead_letter_stream configured: message dropped");
+        CLOG(CMN_LOG_ERROR, c, "no dead_letter_stream configured: message dropped");
         confirm(c, true);
         return;
     }
@@ -627,6 +633,43 @@ static bool retried_status(const struct qw_call *c, int status)
     return false;
 }
 
+/* The caller's trace context (cmn/trace.h), as queued: kept when it is one
+ * valid traceparent, else dropped with its tracestate (the function and the
+ * callback get none). Its trace id goes into the call's log lines. */
+static void take_trace(struct qw_call *c)
+{
+    size_t n = 0;
+    const char *v = NULL;
+    for (size_t i = 0; i < c->call.headers.count; i++) {
+        if (strcasecmp(c->call.headers.items[i].name, CMN_TRACEPARENT) == 0) {
+            n++;
+            v = c->call.headers.items[i].value;
+        }
+    }
+    if (n == 0 || (n == 1 && cmn_traceparent_parse(v, c->trace_id)))
+        return;
+    c->trace_id[0] = '\0';
+    cmn_headers_remove(&c->call.headers, CMN_TRACEPARENT);
+    cmn_headers_remove(&c->call.headers, CMN_TRACESTATE);
+    CLOG(CMN_LOG_WARN, c, "invalid traceparent dropped");
+}
+
+/* The trace context goes on to the callback, so that the caller's trace
+ * continues across the asynchronous hop. */
+static enum cmn_status add_trace(struct qw_call *c, struct cmn_headers *h)
+{
+    if (c->trace_id[0] == '\0')
+        return CMN_OK;
+    enum cmn_status st = CMN_OK;
+    const char *names[] = {CMN_TRACEPARENT, CMN_TRACESTATE};
+    for (size_t k = 0; k < 2 && st == CMN_OK; k++) {
+        const char *v = cmn_headers_get(&c->call.headers, names[k]);
+        if (v != NULL)
+            st = cmn_headers_set(h, names[k], v);
+    }
+    return st;
+}
+
 static enum cmn_status build_callback_headers(struct qw_call *c)
 {
     struct cmn_headers *h = &c->cb_headers;
@@ -669,6 +712,8 @@ static enum cmn_status build_callback_headers(struct qw_call *c)
     if (st == CMN_OK && c->call.parent_id[0] != '\0')
         st = cmn_headers_set(h, "X-Parent-Call-Id", c->call.parent_id);
     if (st == CMN_OK)
+        st = add_trace(c, h);
+    if (st == CMN_OK)
         st = cmn_headers_set(h, "User-Agent", "cfaas-queue-worker/" CFAAS_VERSION);
     return st;
 }
@@ -682,15 +727,15 @@ static void callback_failed(struct qw_call *c, const char *why, bool last)
     const char *url = redact_url(c->call.callback_url, ubuf, sizeof(ubuf));
     if (!last && c->cb_attempt < cfg->callback_max_attempts) {
         int64_t delay = qw_retry_callback_backoff_ms(c->cb_attempt);
-        LOG_WARN(c->log_id,
-                 "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64 " next_in=%" PRId64 "ms",
-                 url, why, c->cb_attempt, cfg->callback_max_attempts, delay);
+        CLOG(CMN_LOG_WARN, c,
+             "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64 " next_in=%" PRId64 "ms",
+             url, why, c->cb_attempt, cfg->callback_max_attempts, delay);
         c->state = ST_CALLBACK_WAIT;
         c->wake_ms = qw_now_ms() + delay;
         return;
     }
-    LOG_ERROR(c->log_id, "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64 " giving up",
-              url, why, c->cb_attempt, cfg->callback_max_attempts);
+    CLOG(CMN_LOG_ERROR, c, "callback failed url=%s error=\"%s\" attempt=%d/%" PRId64 " giving up",
+         url, why, c->cb_attempt, cfg->callback_max_attempts);
     cmn_metrics_add(c->set->env.metrics, M_CALLBACK_FAILURES, NULL, 1);
     c->rec.callback = CMN_CB_FAILED;
     settle(c);
@@ -701,8 +746,8 @@ static void callback_failed(struct qw_call *c, const char *why, bool last)
 static void callback_refused(struct qw_call *c, const char *why)
 {
     char ubuf[512];
-    LOG_ERROR(c->log_id, "callback refused url=%s error=\"%s\"",
-              redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), why);
+    CLOG(CMN_LOG_ERROR, c, "callback refused url=%s error=\"%s\"",
+         redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), why);
     cmn_metrics_add(c->set->env.metrics, M_CALLBACK_REFUSED, NULL, 1);
     c->rec.callback = CMN_CB_FAILED;
     settle(c);
@@ -722,8 +767,8 @@ static void on_callback_done(struct qw_http_response *r, void *closure)
     metric_code(c->set, M_CALLBACKS, r->result == QW_HTTP_OK ? r->status : 0);
     if (r->result == QW_HTTP_OK && r->status >= 200 && r->status <= 299) {
         char ubuf[512];
-        LOG_INFO(c->log_id, "callback posted url=%s status=%d attempt=%d",
-                 redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), r->status, c->cb_attempt);
+        CLOG(CMN_LOG_INFO, c, "callback posted url=%s status=%d attempt=%d",
+             redact_url(c->call.callback_url, ubuf, sizeof(ubuf)), r->status, c->cb_attempt);
         c->rec.callback = CMN_CB_POSTED;
         c->rec.callback_status = r->status;
         qw_http_response_free(r);
@@ -843,8 +888,8 @@ static void hand_back(struct qw_call *c, int64_t delay_ms, const char *why)
 {
     struct cmn_err err;
     if (cmn_jscons_nak(c->set->env.cons, c->msg, delay_ms, &err) != CMN_OK)
-        LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
-    LOG_INFO(c->log_id, "handed back for %.3fs: %s", (double)delay_ms / 1000.0, why);
+        CLOG(CMN_LOG_ERROR, c, "nak failed error=\"%s\"", tidy(err.msg));
+    CLOG(CMN_LOG_INFO, c, "handed back for %.3fs: %s", (double)delay_ms / 1000.0, why);
     call_end(c);
 }
 
@@ -853,11 +898,11 @@ static void hand_back(struct qw_call *c, int64_t delay_ms, const char *why)
 static void lost(struct qw_call *c, const struct cmn_rec *stored)
 {
     c->queued_op = OP_NONE;
-    LOG_WARN(c->log_id,
-             "lost the call to %s (record %s, attempt %d): this worker's result is dropped, "
-             "no callback, no ack",
-             stored && stored->worker[0] ? stored->worker : "another worker",
-             stored ? cmn_call_state_name(stored->state) : "gone", stored ? stored->attempt : 0);
+    CLOG(CMN_LOG_WARN, c,
+         "lost the call to %s (record %s, attempt %d): this worker's result is dropped, "
+         "no callback, no ack",
+         stored && stored->worker[0] ? stored->worker : "another worker",
+         stored ? cmn_call_state_name(stored->state) : "gone", stored ? stored->attempt : 0);
     call_end(c);
 }
 
@@ -878,8 +923,8 @@ static void cancelled_call(struct qw_call *c, const struct cmn_rec *stored)
     qw_http_response_free(&c->resp);
     memset(&c->resp, 0, sizeof(c->resp));
     cmn_headers_init(&c->resp.headers);
-    LOG_INFO(c->log_id, "cancelled%s reason=\"%s\"", running ? ": invocation aborted" : "",
-             stored->reason);
+    CLOG(CMN_LOG_INFO, c, "cancelled%s reason=\"%s\"", running ? ": invocation aborted" : "",
+         stored->reason);
     if (c->call.callback_url && c->call.callback_url[0] && stored->callback == CMN_CB_PENDING) {
         c->state = ST_CALLBACK;
         start_callback(c);
@@ -915,10 +960,10 @@ static void claim_from(struct qw_call *c, const struct cmn_rec *stored)
             return;
         }
         if (cmn_call_state_final(stored->state)) {
-            LOG_WARN(c->log_id,
-                     "delivered again delivery=%" PRIu64 " but the call is %s already; "
-                     "acknowledged without running",
-                     c->attempt, cmn_call_state_name(stored->state));
+            CLOG(CMN_LOG_WARN, c,
+                 "delivered again delivery=%" PRIu64 " but the call is %s already; "
+                 "acknowledged without running",
+                 c->attempt, cmn_call_state_name(stored->state));
             seq_remember(c->set, c);
             confirm(c, false);
             return;
@@ -1037,7 +1082,7 @@ static void on_check(struct qw_call *c, const struct cmn_recs_result *r)
             return;
         }
         /* unknown (NATS trouble): go on as if the write had landed */
-        LOG_WARN(c->log_id, "call record unreadable error=\"%s\"; going on", r->detail);
+        CLOG(CMN_LOG_WARN, c, "call record unreadable error=\"%s\"; going on", r->detail);
     } else if (strcmp(r->rec->write_id, c->rec.write_id) == 0) {
         c->rec.revision = r->rec->revision; /* our earlier copy had landed */
     } else if (r->rec->state == CMN_CALL_CANCELLED && !c->cancelled) {
@@ -1101,8 +1146,9 @@ static void on_rec_result(const struct cmn_recs_result *r, void *closure)
             /* JetStream is out of storage: running the queued calls is what
              * frees it, so run without a claim (at-least-once, like
              * call_records=false) rather than block the queue */
-            LOG_WARN(c->log_id, "call record not written (JetStream storage full): running "
-                                "without a claim");
+            CLOG(CMN_LOG_WARN, c,
+                 "call record not written (JetStream storage full): running "
+                 "without a claim");
             run_claimed(c);
         } else {
             hand_back(c, 1000, "call record unavailable, claim impossible");
@@ -1123,7 +1169,7 @@ static void on_rec_result(const struct cmn_recs_result *r, void *closure)
             return;
         }
         if (r->status != CMN_OK)
-            LOG_WARN(c->log_id, "lease in the call record not extended error=\"%s\"", r->detail);
+            CLOG(CMN_LOG_WARN, c, "lease in the call record not extended error=\"%s\"", r->detail);
         break;
     case OP_GUARD:
     case OP_RETRY:
@@ -1134,7 +1180,7 @@ static void on_rec_result(const struct cmn_recs_result *r, void *closure)
             return;
         }
         if (r->status != CMN_OK)
-            LOG_WARN(c->log_id, "call record not written error=\"%s\"; going on", r->detail);
+            CLOG(CMN_LOG_WARN, c, "call record not written error=\"%s\"; going on", r->detail);
         if (op == OP_GUARD)
             start_callback(c);
         else if (op == OP_RETRY)
@@ -1174,8 +1220,8 @@ static void retry_nak(struct qw_call *c)
 {
     struct cmn_err err;
     if (cmn_jscons_nak(c->set->env.cons, c->msg, c->retry_delay_ms, &err) != CMN_OK)
-        LOG_ERROR(c->log_id, "nak failed error=\"%s\"; redelivered after ack_wait instead",
-                  tidy(err.msg));
+        CLOG(CMN_LOG_ERROR, c, "nak failed error=\"%s\"; redelivered after ack_wait instead",
+             tidy(err.msg));
     call_end(c);
 }
 
@@ -1194,11 +1240,11 @@ static void schedule_retry(struct qw_call *c)
         source = "retry-after";
     }
     cmn_metrics_add(set->env.metrics, M_RETRIES, NULL, 1);
-    LOG_INFO(c->log_id,
-             "retry scheduled attempt=%" PRIu64 "/%" PRId64 " status=%d delay=%.3fs"
-             " source=%s%s",
-             c->attempt, retries_of(c) + 1, c->status, (double)delay / 1000.0, source,
-             cmn_fn_policy_set(&c->call.policy) ? " policy=function" : "");
+    CLOG(CMN_LOG_INFO, c,
+         "retry scheduled attempt=%" PRIu64 "/%" PRId64 " status=%d delay=%.3fs"
+         " source=%s%s",
+         c->attempt, retries_of(c) + 1, c->status, (double)delay / 1000.0, source,
+         cmn_fn_policy_set(&c->call.policy) ? " policy=function" : "");
     c->retry_delay_ms = delay;
     if (set->env.recs != NULL && c->claimed) {
         rec_issue(c, OP_RETRY); /* the NAK follows */
@@ -1247,11 +1293,11 @@ static void on_invoke_done(struct qw_http_response *r, void *closure)
     }
     tidy(c->error);
     if (c->error[0])
-        LOG_INFO(c->log_id, "invoked function=%s status=%d seconds=%.6f error=\"%s\"",
-                 c->call.function, c->status, c->seconds, c->error);
+        CLOG(CMN_LOG_INFO, c, "invoked function=%s status=%d seconds=%.6f error=\"%s\"",
+             c->call.function, c->status, c->seconds, c->error);
     else
-        LOG_INFO(c->log_id, "invoked function=%s status=%d seconds=%.6f bytes=%zu",
-                 c->call.function, c->status, c->seconds, r->body_len);
+        CLOG(CMN_LOG_INFO, c, "invoked function=%s status=%d seconds=%.6f bytes=%zu",
+             c->call.function, c->status, c->seconds, r->body_len);
     if (cfg->write_debug && r->body_len)
         log_body(c->log_id, "response", r->body, r->body_len);
     if (retryable) {
@@ -1326,8 +1372,8 @@ static void invoke(struct qw_call *c)
         c->seconds = (double)(qw_now_ns() - c->received_ns) / 1e9;
         if (early == 400)
             c->dead_reason = "invalid request";
-        LOG_WARN(c->log_id, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
-                 c->status, c->error);
+        CLOG(CMN_LOG_WARN, c, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
+             c->status, c->error);
         final_outcome(c);
         return;
     }
@@ -1350,8 +1396,8 @@ static void invoke(struct qw_call *c)
     size_t body_len = 0;
     const void *body = cmn_js_msg_body(c->msg, &body_len);
     char ubuf[1024];
-    LOG_INFO(c->log_id, "invoking method=%s url=%s", c->call.method,
-             redact_url(c->url, ubuf, sizeof(ubuf)));
+    CLOG(CMN_LOG_INFO, c, "invoking method=%s url=%s", c->call.method,
+         redact_url(c->url, ubuf, sizeof(ubuf)));
     struct qw_http_request req = {
         .method = c->call.method,
         .url = c->url,
@@ -1413,16 +1459,18 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
 
     size_t body_len = 0;
     const void *body = cmn_js_msg_body(msg, &body_len);
+    c->trace_id[0] = '\0';
     if (cmn_js_msg_decode(msg, &c->call, &err) != CMN_OK) {
         snprintf(c->log_id, sizeof(c->log_id), "seq-%" PRIu64, seq);
-        LOG_WARN(c->log_id,
-                 "received undecodable message delivery=%" PRIu64 " bytes=%zu "
-                 "error=\"%s\"",
-                 c->attempt, body_len, tidy(err.msg));
+        CLOG(CMN_LOG_WARN, c,
+             "received undecodable message delivery=%" PRIu64 " bytes=%zu "
+             "error=\"%s\"",
+             c->attempt, body_len, tidy(err.msg));
         poison(c, err.msg);
         return;
     }
     snprintf(c->log_id, sizeof(c->log_id), "%s", c->call.call_id);
+    take_trace(c);
     if (c->seq != 0) {
         c->stored = id_hash(c->call.call_id) ^ ((uint64_t)info.stored_ns * 0x9E3779B97F4A7C15ULL);
         bool done = seq_done(set, c->seq, c->stored);
@@ -1433,17 +1481,17 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
              * handle): never run it twice here. */
             if (done && cmn_jscons_ack(set->env.cons, msg, qw_now_ms() + cfg->ack_wait_ms, NULL,
                                        &err) != CMN_OK)
-                LOG_WARN(c->log_id, "re-ack failed error=\"%s\"", tidy(err.msg));
-            LOG_WARN(c->log_id,
-                     "delivered again delivery=%" PRIu64 " seq=%" PRIu64
-                     " while %s here; not run again",
-                     c->attempt, c->seq, done ? "already settled" : "still running");
+                CLOG(CMN_LOG_WARN, c, "re-ack failed error=\"%s\"", tidy(err.msg));
+            CLOG(CMN_LOG_WARN, c,
+                 "delivered again delivery=%" PRIu64 " seq=%" PRIu64
+                 " while %s here; not run again",
+                 c->attempt, c->seq, done ? "already settled" : "still running");
             call_end(c);
             return;
         }
     }
-    LOG_INFO(c->log_id, "received function=%s delivery=%" PRIu64 " bytes=%zu seq=%" PRIu64,
-             c->call.function, c->attempt, body_len, seq);
+    CLOG(CMN_LOG_INFO, c, "received function=%s delivery=%" PRIu64 " bytes=%zu seq=%" PRIu64,
+         c->call.function, c->attempt, body_len, seq);
     if (cfg->faas_print_body && body_len)
         log_body(c->log_id, "request", body, body_len);
     int64_t now_ms = wall_ms();
@@ -1452,11 +1500,11 @@ void qw_calls_start(struct qw_calls *set, struct cmn_js_msg **msgp)
          * holding no slot here; its record stays derived ("scheduled") */
         char when[40];
         int64_t wait = c->call.not_before_ns / 1000000 - now_ms;
-        LOG_INFO(c->log_id, "scheduled not_before=%s in=%.3fs",
-                 cmn_time_format(c->call.not_before_ns / 1000000, when, sizeof(when)),
-                 (double)wait / 1000.0);
+        CLOG(CMN_LOG_INFO, c, "scheduled not_before=%s in=%.3fs",
+             cmn_time_format(c->call.not_before_ns / 1000000, when, sizeof(when)),
+             (double)wait / 1000.0);
         if (cmn_jscons_nak(set->env.cons, msg, wait, &err) != CMN_OK)
-            LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
+            CLOG(CMN_LOG_ERROR, c, "nak failed error=\"%s\"", tidy(err.msg));
         call_end(c);
         return;
     }
@@ -1498,8 +1546,8 @@ static void run_claimed(struct qw_call *c)
         c->dead_reason = "expired";
         if (c->claimed && c->rec.attempt > 0 && --c->rec.attempt == 0)
             c->rec.started_ms = 0; /* claimed, but never invoked */
-        LOG_WARN(c->log_id, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
-                 c->status, c->error);
+        CLOG(CMN_LOG_WARN, c, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
+             c->status, c->error);
         final_outcome(c);
         return;
     }
@@ -1510,8 +1558,8 @@ static void run_claimed(struct qw_call *c)
                  " attempts (workers crashed or shut down while running it)",
                  c->attempt, budget);
         c->dead_reason = "delivery limit reached";
-        LOG_WARN(c->log_id, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
-                 c->status, c->error);
+        CLOG(CMN_LOG_WARN, c, "not invoked function=%s status=%d error=\"%s\"", c->call.function,
+             c->status, c->error);
         final_outcome(c);
         return;
     }
@@ -1530,9 +1578,9 @@ int64_t qw_calls_run_timers(struct qw_calls *set, int64_t now_ms)
         if (now_ms >= c->next_wip_ms) {
             struct cmn_err err;
             if (cmn_jscons_in_progress(set->env.cons, c->msg, &err) != CMN_OK)
-                LOG_WARN(c->log_id, "in-progress ack failed error=\"%s\"", tidy(err.msg));
+                CLOG(CMN_LOG_WARN, c, "in-progress ack failed error=\"%s\"", tidy(err.msg));
             else
-                LOG_DEBUG(c->log_id, "lease renewed (+WPI)");
+                CLOG(CMN_LOG_DEBUG, c, "lease renewed (+WPI)");
             c->next_wip_ms = now_ms + period;
             /* the record's lease follows the server's */
             if (set->env.recs != NULL && c->claimed && !c->cancelled &&
@@ -1566,8 +1614,8 @@ void qw_calls_abort_all(struct qw_calls *set)
             continue; /* settled already; only the server's answer is awaited */
         if (c->state == ST_CLAIMING) {
             if (cmn_jscons_nak(set->env.cons, c->msg, 0, &err) != CMN_OK)
-                LOG_ERROR(c->log_id, "nak failed error=\"%s\"", tidy(err.msg));
-            LOG_WARN(c->log_id, "shutdown: handed back before it started");
+                CLOG(CMN_LOG_ERROR, c, "nak failed error=\"%s\"", tidy(err.msg));
+            CLOG(CMN_LOG_WARN, c, "shutdown: handed back before it started");
             call_end(c);
             continue;
         }
@@ -1575,10 +1623,10 @@ void qw_calls_abort_all(struct qw_calls *set)
         c->xfer = NULL;
         if (c->state == ST_INVOKING) {
             double s = (double)(qw_now_ns() - c->received_ns) / 1e9;
-            LOG_WARN(c->log_id,
-                     "shutdown: invocation aborted after %.3fs, handed back for "
-                     "another worker",
-                     s);
+            CLOG(CMN_LOG_WARN, c,
+                 "shutdown: invocation aborted after %.3fs, handed back for "
+                 "another worker",
+                 s);
             c->retry_delay_ms = 0;
             if (set->env.recs != NULL && c->claimed && !c->cancelled) {
                 /* give the claim up first, or the next replica would wait

@@ -1016,10 +1016,10 @@ static enum cmn_status list_waiting(struct cmn_recq *q, const char *stream, cons
         const char *subject = NULL;
         if (natsMsgHeader_Get(m, "Nats-Subject", &subject) != NATS_OK)
             subject = NULL;
-        const char *id = subject != NULL && strncmp(subject, stream, prefix) == 0 &&
-                                 subject[prefix] == '.'
-                             ? subject + prefix + 1
-                             : "";
+        const char *id =
+            subject != NULL && strncmp(subject, stream, prefix) == 0 && subject[prefix] == '.'
+                ? subject + prefix + 1
+                : "";
         struct cmn_rec r;
         bool ok = cmn_callid_valid(id) && !listed(arr, id);
         if (ok) {
@@ -1029,8 +1029,7 @@ static enum cmn_status list_waiting(struct cmn_recq *q, const char *stream, cons
             ok = ks == CMN_OK || ks == CMN_ERR_NOT_FOUND;
         }
         natsMsg_Destroy(m);
-        if (!ok || !function_matches(r.function, function) ||
-            (state >= 0 && (int)r.state != state))
+        if (!ok || !function_matches(r.function, function) || (state >= 0 && (int)r.state != state))
             continue;
         if (append_rec(arr, &r))
             found++;

@@ -57,7 +57,8 @@ static void write_all(const char *buf, size_t len)
     }
 }
 
-void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fmt, ...)
+static void log_line(enum cmn_log_level level, const char *call_id, const char *trace_id,
+                     const char *fmt, va_list ap)
 {
     if ((unsigned)level > CMN_LOG_ERROR)
         level = CMN_LOG_ERROR;
@@ -70,10 +71,7 @@ void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fm
              tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec, ts.tv_nsec / 1000000);
 
     char msg[2048];
-    va_list ap;
-    va_start(ap, fmt);
     int n = vsnprintf(msg, sizeof(msg), fmt, ap);
-    va_end(ap);
     if (n < 0)
         return;
     /* A message may carry outside data (URLs, reasons): never let it forge a line. */
@@ -84,7 +82,11 @@ void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fm
     char line[2304];
     if (!log_json) {
         int len;
-        if (call_id != NULL && call_id[0] != '\0')
+        bool traced = trace_id != NULL && trace_id[0] != '\0';
+        if (call_id != NULL && call_id[0] != '\0' && traced)
+            len = snprintf(line, sizeof(line), "%s %s [%s trace=%.32s] %s\n", stamp,
+                           level_text[level], call_id, trace_id, msg);
+        else if (call_id != NULL && call_id[0] != '\0')
             len = snprintf(line, sizeof(line), "%s %s [%s] %s\n", stamp, level_text[level], call_id,
                            msg);
         else
@@ -103,6 +105,8 @@ void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fm
         return;
     if (call_id != NULL && call_id[0] != '\0')
         json_object_set_new(obj, "call_id", json_string(call_id));
+    if (trace_id != NULL && trace_id[0] != '\0')
+        json_object_set_new(obj, "trace_id", json_string(trace_id));
     char *text = json_dumps(obj, JSON_COMPACT | JSON_PRESERVE_ORDER);
     json_decref(obj);
     if (text == NULL)
@@ -116,4 +120,21 @@ void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fm
         free(out);
     }
     free(text);
+}
+
+void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, call_id, NULL, fmt, ap);
+    va_end(ap);
+}
+
+void cmn_log_write_traced(enum cmn_log_level level, const char *call_id, const char *trace_id,
+                          const char *fmt, ...)
+{
+    va_list ap;
+    va_start(ap, fmt);
+    log_line(level, call_id, trace_id, fmt, ap);
+    va_end(ap);
 }

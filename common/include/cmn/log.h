@@ -1,7 +1,9 @@
 /* Process-wide logger: one line per event, one write(2) per line, newline
  * terminated, to stdout. Text form:
  *   2026-11-29T15:48:30.123Z INFO  [<call id>] <message>
- * JSON form (log_format=json): {"ts":"…","level":"info","call_id":"…","msg":"…"}.
+ *   2026-11-29T15:48:30.123Z INFO  [<call id> trace=<trace id>] <message>
+ * JSON form (log_format=json):
+ *   {"ts":"…","level":"info","call_id":"…","trace_id":"…","msg":"…"}.
  * The level is checked before formatting (macro), so disabled levels cost a compare. */
 #ifndef CMN_LOG_H
 #define CMN_LOG_H
@@ -21,6 +23,17 @@ bool cmn_log_setup(const char *level, const char *format);
  * single write(2). Blocks only as long as the write to stdout does. */
 void cmn_log_write(enum cmn_log_level level, const char *call_id, const char *fmt, ...)
     __attribute__((format(printf, 3, 4)));
+
+/* cmn_log_write with the call's W3C trace id (cmn/trace.h) next to its call
+ * id; `trace_id` NULL or "" = none. */
+void cmn_log_write_traced(enum cmn_log_level level, const char *call_id, const char *trace_id,
+                          const char *fmt, ...) __attribute__((format(printf, 4, 5)));
+
+#define CMN_LOG_TRACED(level, call_id, trace_id, ...)                                              \
+    do {                                                                                           \
+        if ((level) >= cmn_log_min_level)                                                          \
+            cmn_log_write_traced((level), (call_id), (trace_id), __VA_ARGS__);                     \
+    } while (0)
 
 #define CMN_LOG(level, call_id, ...)                                                               \
     do {                                                                                           \
