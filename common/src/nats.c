@@ -852,8 +852,8 @@ static void refuse_extra(struct cmn_nats *n, const char *name, const char *why)
         n->refused_count++;
     }
     pthread_mutex_unlock(&n->mu);
-    char line[400];
-    snprintf(line, sizeof(line), "queue %.63s refused, its calls are answered 503: %.300s", name,
+    char line[512];
+    snprintf(line, sizeof(line), "queue %.63s refused, its calls are answered 503: %.380s", name,
              why);
     emit(n, CMN_NATS_CHANGED, line);
 }
