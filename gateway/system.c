@@ -8,7 +8,6 @@
 #include "proxy.h"
 #include "records.h"
 
-#include <ctype.h>
 #include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -21,6 +20,7 @@
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
 
+#include "cmn/auth.h"
 #include "cmn/jspub.h"
 #include "cmn/nats.h"
 #include "cmn/metrics.h"
@@ -38,95 +38,18 @@ struct gw_system {
     char arch[65];
 };
 
-static const char b64_alphabet[] =
-    "ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-
-static char *base64_encode(const unsigned char *in, size_t len)
-{
-    size_t out_len = 4 * ((len + 2) / 3);
-    char *out = malloc(out_len + 1);
-    if (out == NULL)
-        return NULL;
-    size_t o = 0;
-    for (size_t i = 0; i < len; i += 3) {
-        unsigned v = (unsigned)in[i] << 16;
-        if (i + 1 < len)
-            v |= (unsigned)in[i + 1] << 8;
-        if (i + 2 < len)
-            v |= in[i + 2];
-        out[o++] = b64_alphabet[(v >> 18) & 63];
-        out[o++] = b64_alphabet[(v >> 12) & 63];
-        out[o++] = i + 1 < len ? b64_alphabet[(v >> 6) & 63] : '=';
-        out[o++] = i + 2 < len ? b64_alphabet[v & 63] : '=';
-    }
-    out[o] = '\0';
-    return out;
-}
-
-static enum cmn_status read_secret(const char *dir, const char *file, char *out,
-                                   struct cmn_err *err)
-{
-    char path[1024];
-    if (snprintf(path, sizeof(path), "%s/%s", dir, file) >= (int)sizeof(path))
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "secret path too long: %s/%s", dir, file);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return cmn_err_set(err, CMN_ERR_IO, errno, "unable to load %s: %s", path, strerror(errno));
-    size_t n = fread(out, 1, GW_SECRET_MAX - 1, f);
-    bool more = fgetc(f) != EOF;
-    fclose(f);
-    if (more)
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: longer than %d bytes", path,
-                           GW_SECRET_MAX - 1);
-    out[n] = '\0';
-    size_t start = 0;
-    while (start < n && isspace((unsigned char)out[start]))
-        start++;
-    while (n > start && isspace((unsigned char)out[n - 1]))
-        n--;
-    memmove(out, out + start, n - start);
-    out[n - start] = '\0';
-    if (out[0] == '\0')
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s is empty", path);
-    return CMN_OK;
-}
-
 enum cmn_status gw_system_load_credentials(const char *dir, char *user, char *password,
                                            struct cmn_err *err)
 {
-    enum cmn_status st = read_secret(dir, "basic-auth-user", user, err);
-    if (st == CMN_OK)
-        st = read_secret(dir, "basic-auth-password", password, err);
-    return st;
-}
-
-/* Constant-time comparison of the presented token with the expected one
- * (time depends only on the expected length). */
-static bool token_equal(const char *given, size_t given_len, const char *expected,
-                        size_t expected_len)
-{
-    unsigned char diff = given_len != expected_len;
-    for (size_t i = 0; i < expected_len; i++) {
-        unsigned char g = i < given_len ? (unsigned char)given[i] : 0;
-        diff |= (unsigned char)(g ^ (unsigned char)expected[i]);
-    }
-    return diff == 0;
+    return cmn_auth_load(dir, user, password, GW_SECRET_MAX, err);
 }
 
 static bool authorized(struct gw_system *sys, struct gw_req *r)
 {
     if (sys->expected_token == NULL)
         return true;
-    const char *h = evhttp_find_header(&r->in_headers, "Authorization");
-    if (h == NULL || strncasecmp(h, "Basic ", 6) != 0)
-        return false;
-    h += 6;
-    while (*h == ' ')
-        h++;
-    size_t len = strlen(h);
-    while (len > 0 && h[len - 1] == ' ')
-        len--;
-    return token_equal(h, len, sys->expected_token, sys->expected_len);
+    return cmn_auth_matches(evhttp_find_header(&r->in_headers, "Authorization"),
+                            sys->expected_token);
 }
 
 static void reply_json(struct gw_req *r, char *json)
@@ -584,16 +507,7 @@ enum cmn_status gw_system_new(const struct gw_system_config *config, struct gw_s
             gw_system_free(sys);
             return cmn_err_set(err, CMN_ERR_INVALID, 0, "basic_auth needs a user and password");
         }
-        size_t ul = strlen(config->auth_user), pl = strlen(config->auth_password);
-        unsigned char *pair = malloc(ul + 1 + pl);
-        if (pair == NULL)
-            goto nomem;
-        memcpy(pair, config->auth_user, ul);
-        pair[ul] = ':';
-        memcpy(pair + ul + 1, config->auth_password, pl);
-        sys->expected_token = base64_encode(pair, ul + 1 + pl);
-        memset(pair, 0, ul + 1 + pl);
-        free(pair);
+        sys->expected_token = cmn_auth_token(config->auth_user, config->auth_password);
         if (sys->expected_token == NULL)
             goto nomem;
         sys->expected_len = strlen(sys->expected_token);
@@ -633,10 +547,7 @@ void gw_system_free(struct gw_system *sys)
 {
     if (sys == NULL)
         return;
-    if (sys->expected_token != NULL) {
-        memset(sys->expected_token, 0, sys->expected_len);
-        free(sys->expected_token);
-    }
+    cmn_auth_token_free(sys->expected_token);
     if (sys->authorization != NULL) {
         memset(sys->authorization, 0, strlen(sys->authorization));
         free(sys->authorization);

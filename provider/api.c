@@ -5,7 +5,6 @@
  * success, 404 for an unknown function on PUT so faas-cli falls back to POST). */
 #include "api.h"
 
-#include <ctype.h>
 #include <stdarg.h>
 #include <errno.h>
 #include <inttypes.h>
@@ -20,7 +19,7 @@
 #include <event2/http.h>
 #include <event2/keyvalq_struct.h>
 #include <jansson.h>
-#include <openssl/evp.h>
+#include "cmn/auth.h"
 #include "cmn/duration.h"
 #include "cmn/listener.h"
 #include "cmn/log.h"
@@ -179,67 +178,19 @@ static bool body_or_query_ns(struct pv_api *api, struct evhttp_request *req, jso
 
 /* ---- auth --------------------------------------------------------------- */
 
-static bool token_equal(const char *given, size_t given_len, const char *expected,
-                        size_t expected_len)
-{
-    unsigned char diff = given_len != expected_len;
-    for (size_t i = 0; i < expected_len; i++) {
-        unsigned char g = i < given_len ? (unsigned char)given[i] : 0;
-        diff |= (unsigned char)(g ^ (unsigned char)expected[i]);
-    }
-    return diff == 0;
-}
-
 static bool authorized(struct pv_api *api, struct evhttp_request *req)
 {
     if (api->expected_token == NULL)
         return true;
-    const char *h = evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization");
-    if (h == NULL || strncasecmp(h, "Basic ", 6) != 0)
-        return false;
-    h += 6;
-    while (*h == ' ')
-        h++;
-    size_t len = strlen(h);
-    while (len > 0 && h[len - 1] == ' ')
-        len--;
-    return token_equal(h, len, api->expected_token, api->expected_len);
-}
-
-static enum cmn_status read_secret_file(const char *dir, const char *file, char *out, size_t size,
-                                        struct cmn_err *err)
-{
-    char path[PATH_BYTES];
-    if (snprintf(path, sizeof path, "%s/%s", dir, file) >= (int)sizeof path)
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "secret path too long: %s/%s", dir, file);
-    FILE *f = fopen(path, "r");
-    if (f == NULL)
-        return cmn_err_set(err, CMN_ERR_IO, errno, "unable to load %s: %s", path, strerror(errno));
-    size_t n = fread(out, 1, size - 1, f);
-    bool more = fgetc(f) != EOF;
-    fclose(f);
-    if (more)
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s: longer than %zu bytes", path, size - 1);
-    out[n] = '\0';
-    size_t start = 0;
-    while (start < n && isspace((unsigned char)out[start]))
-        start++;
-    while (n > start && isspace((unsigned char)out[n - 1]))
-        n--;
-    memmove(out, out + start, n - start);
-    out[n - start] = '\0';
-    if (out[0] == '\0')
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "%s is empty", path);
-    return CMN_OK;
+    return cmn_auth_matches(
+        evhttp_find_header(evhttp_request_get_input_headers(req), "Authorization"),
+        api->expected_token);
 }
 
 enum cmn_status pv_api_load_credentials(const char *dir, char *user, char *password, size_t size,
                                         struct cmn_err *err)
 {
-    enum cmn_status st = read_secret_file(dir, "basic-auth-user", user, size, err);
-    if (st == CMN_OK)
-        st = read_secret_file(dir, "basic-auth-password", password, size, err);
-    return st;
+    return cmn_auth_load(dir, user, password, size, err);
 }
 
 /* ---- FunctionDeployment ------------------------------------------------- */
@@ -691,29 +642,6 @@ out:
 
 /* ---- secrets ------------------------------------------------------------ */
 
-/* Decodes base64 `in` into a new buffer (caller frees) of `*out_len` bytes;
- * NULL when it is not base64. */
-static unsigned char *base64_decode(const char *in, size_t *out_len)
-{
-    size_t len = strlen(in);
-    if (len % 4 != 0)
-        return NULL;
-    unsigned char *out = malloc(len / 4 * 3 + 1);
-    if (out == NULL)
-        return NULL;
-    int n = len > 0 ? EVP_DecodeBlock(out, (const unsigned char *)in, (int)len) : 0;
-    if (n < 0) {
-        free(out);
-        return NULL;
-    }
-    /* EVP_DecodeBlock counts the bytes '=' padding stands for. */
-    size_t pad = 0;
-    while (pad < 2 && len > pad && in[len - 1 - pad] == '=')
-        pad++;
-    *out_len = (size_t)n - pad;
-    return out;
-}
-
 static void secrets_list(struct pv_api *api, struct evhttp_request *req, const char *query)
 {
     char given[CMN_NAME_MAX * 2] = "", ns[CMN_NAME_MAX];
@@ -760,7 +688,7 @@ static void secrets_write(struct pv_api *api, struct evhttp_request *req, const 
     const void *data = value != NULL ? value : "";
     size_t len = value != NULL ? strlen(value) : 0;
     if (raw_b64 != NULL && raw_b64[0] != '\0') {
-        raw = base64_decode(raw_b64, &len);
+        raw = cmn_base64_decode(raw_b64, &len);
         if (raw == NULL) {
             reply_text(req, 400, "rawValue is not base64");
             goto out;
@@ -998,19 +926,11 @@ enum cmn_status pv_api_new(const struct pv_api_config *c, struct pv_api **out, s
     api->c = *c;
     api->c.auth_user = api->c.auth_password = NULL;
     if (c->auth_user != NULL && c->auth_password != NULL) {
-        size_t plain_len = strlen(c->auth_user) + strlen(c->auth_password) + 1;
-        unsigned char *plain = malloc(plain_len + 1);
-        api->expected_token = malloc(4 * ((plain_len + 2) / 3) + 1);
-        if (plain == NULL || api->expected_token == NULL) {
-            free(plain);
+        api->expected_token = cmn_auth_token(c->auth_user, c->auth_password);
+        if (api->expected_token == NULL) {
             st = cmn_err_set(err, CMN_ERR_NOMEM, ENOMEM, "out of memory");
             goto out;
         }
-        snprintf((char *)plain, plain_len + 1, "%s:%s", c->auth_user, c->auth_password);
-        api->expected_len =
-            (size_t)EVP_EncodeBlock((unsigned char *)api->expected_token, plain, (int)plain_len);
-        OPENSSL_cleanse(plain, plain_len);
-        free(plain);
     }
     api->http = evhttp_new(c->base);
     if (api->http == NULL) {
@@ -1081,9 +1001,6 @@ void pv_api_free(struct pv_api *api)
         cmn_listener_unguard(evhttp_bound_socket_get_listener(api->bound));
     if (api->http != NULL)
         evhttp_free(api->http);
-    if (api->expected_token != NULL) {
-        OPENSSL_cleanse(api->expected_token, api->expected_len);
-        free(api->expected_token);
-    }
+    cmn_auth_token_free(api->expected_token);
     free(api);
 }
