@@ -22,6 +22,7 @@
 #define DEFAULT_MAX_BODY (64 * 1024)
 #define RECEIVER_PREFIX "/ui/callbacks/"
 #define RESULTS_PREFIX "/ui/api/results/"
+#define MAX_HEADER_BYTES (16 * 1024) /* of one result's headers */
 
 struct result {
     char call_id[CMN_CALLID_MAX];
@@ -141,10 +142,21 @@ static struct result *find(struct gw_ui *ui, const char *call_id)
     return NULL;
 }
 
+/* The receiver's token against the one given: time independent of where
+ * they differ. */
+static bool token_equal(const char *given, const char *want)
+{
+    size_t g = strlen(given), w = strlen(want);
+    unsigned char diff = g != w;
+    for (size_t i = 0; i < w; i++)
+        diff |= (unsigned char)((i < g ? (unsigned char)given[i] : 0) ^ (unsigned char)want[i]);
+    return diff == 0;
+}
+
 /* POST /ui/callbacks/<token>: a queue-worker delivers a result. */
 static void receive(struct gw_ui *ui, struct gw_req *r, const char *token)
 {
-    if (strcmp(token, ui->token) != 0) {
+    if (!token_equal(token, ui->token)) {
         gw_req_reply_text(r, 404, "404 page not found");
         return;
     }
@@ -165,14 +177,21 @@ static void receive(struct gw_ui *ui, struct gw_req *r, const char *token)
         gw_req_reply_text(r, 503, "out of memory");
         return;
     }
+    size_t kept = 0;
     for (struct evkeyval *h = r->in_headers.tqh_first; h != NULL; h = h->next.tqe_next) {
         /* what the worker adds and the function answered; not the hop's own */
         if (strcasecmp(h->key, "Host") == 0 || strcasecmp(h->key, "Content-Length") == 0 ||
             strcasecmp(h->key, "Connection") == 0 || strcasecmp(h->key, "Authorization") == 0)
             continue;
+        /* what one result may hold of headers is bounded like its body */
+        size_t cost = strlen(h->key) + strlen(h->value);
+        if (kept + cost > MAX_HEADER_BYTES)
+            break;
         json_t *v = json_string(h->value);
-        if (v != NULL)
+        if (v != NULL) {
             json_object_set_new(headers, h->key, v);
+            kept += cost;
+        }
     }
     size_t len = evbuffer_get_length(r->in_body);
     size_t keep = len < ui->max_body ? len : ui->max_body;

@@ -1,18 +1,19 @@
 /* The portal at /ui/: the static page (gateway/ui/, built into the binary,
  * behind the /system Basic auth when it is on) and its small API:
- *   GET  /ui/api/session           {"callback_url": ..., "basic_auth": bool}
+ *   GET  /ui/api/session           {"callback_url", "results_kept", "callbacks_received"}
  *   GET  /ui/api/results/<call-id> a callback the portal received, as JSON
  *                                  ({"received": false} until then)
  *   GET  /ui/api/results/<call-id>/body  its body, as received (404 until then)
  *   POST /ui/callbacks/<token>     the portal's own callback receiver
  * An async call invoked from the page names the receiver as its
  * X-Callback-Url, so the page can show the function's output: the receiver
- * keeps the last `keep` callbacks in memory (bodies cut at `max_body_bytes`).
- * It is not behind the Basic auth (a queue-worker posts to it without
- * credentials); its path holds a random token made at start, which only an
- * authorised page learns (session). One gateway's memory: behind several
- * gateway replicas a callback lands on one of them (docs/portal.md).
- * Thread: the event-loop thread; nothing here blocks. */
+ * keeps the last `keep` callbacks in memory (bodies cut at `max_body_bytes`,
+ * at most 16 KiB of headers each). It is not behind the Basic auth (a
+ * queue-worker posts to it without credentials); its path holds a random
+ * token made at start, which only an authorised page learns (session). One
+ * gateway's memory: behind several gateway replicas a callback lands on one
+ * of them (docs/portal.md). Thread: the event-loop thread; nothing here
+ * blocks. */
 #ifndef GW_UI_H
 #define GW_UI_H
 
