@@ -269,7 +269,10 @@ static void route(struct gw_req *r, void *arg)
     struct gateway *gw = arg;
     struct gw_target target;
     if (!gw_target_split(r->uri, &target)) {
-        gw_req_reply_text(r, 404, "404 page not found");
+        if (r->uri != NULL && r->uri[0] == '/')
+            gw_req_reply_text(r, 414, "request target too long");
+        else
+            gw_req_reply_text(r, 404, "404 page not found");
         return;
     }
     /* A header name that is not an HTTP token could split or merge header

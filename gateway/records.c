@@ -14,6 +14,7 @@
 #include <event2/keyvalq_struct.h>
 
 #include "cmn/callrec.h"
+#include "cmn/name.h"
 #include "cmn/log.h"
 
 #define CALLS_PREFIX "/async-calls/"
@@ -332,8 +333,14 @@ static bool list_params(struct gw_req *r, const struct gw_target *target, struct
     const char *fn = ok ? evhttp_find_header(&params, "function") : NULL;
     const char *state = ok ? evhttp_find_header(&params, "state") : NULL;
     const char *limit = ok ? evhttp_find_header(&params, "limit") : NULL;
-    if (fn != NULL)
+    if (fn != NULL) {
+        /* a name, or name.namespace: anything else (%00 ...) is refused,
+         * not read as "any function" */
+        struct cmn_fn_name parsed;
+        if (fn[0] != '\0' && cmn_name_parse(fn, strlen(fn), "x", &parsed, NULL) != CMN_OK)
+            ok = false;
         snprintf(j->function, sizeof(j->function), "%s", fn);
+    }
     enum cmn_call_state st;
     if (ok && state != NULL && state[0] != '\0') {
         if (cmn_call_state_parse(state, &st))

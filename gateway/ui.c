@@ -5,6 +5,10 @@
 #include <event2/buffer.h>
 #include <event2/http.h>
 #include <jansson.h>
+#include <openssl/crypto.h>
+#include <openssl/evp.h>
+#include <openssl/hmac.h>
+#include <openssl/rand.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -32,10 +36,12 @@ struct result {
     char content_type[128];
 };
 
+#define MAC_HEX 32 /* hex digits of a receiver URL's MAC: 128 bits */
+
 struct gw_ui {
     struct gw_system *system;
-    char token[CMN_CALLID_MAX];
-    char *callback_url; /* <base>/ui/callbacks/<token> */
+    unsigned char key[32]; /* the receiver URLs' MAC key, random at start */
+    char *callback_base;   /* <base>/ui/callbacks/ */
     size_t max_body;
     struct result *ring;
     size_t keep, next, count;
@@ -70,17 +76,17 @@ enum cmn_status gw_ui_new(const struct gw_ui_config *config, struct gw_ui **out,
     ui->keep = config->keep > 0 ? config->keep : DEFAULT_KEEP;
     ui->max_body = config->max_body_bytes > 0 ? config->max_body_bytes : DEFAULT_MAX_BODY;
     ui->ring = calloc(ui->keep, sizeof(*ui->ring));
-    cmn_callid_new(ui->token);
     size_t base_len = strlen(base);
     while (base_len > 0 && base[base_len - 1] == '/')
         base_len--;
-    size_t n = base_len + sizeof(RECEIVER_PREFIX) + sizeof(ui->token);
-    ui->callback_url = malloc(n);
-    if (ui->ring == NULL || ui->callback_url == NULL) {
+    size_t n = base_len + sizeof(RECEIVER_PREFIX);
+    ui->callback_base = malloc(n);
+    if (ui->ring == NULL || ui->callback_base == NULL ||
+        RAND_bytes(ui->key, sizeof(ui->key)) != 1) {
         gw_ui_free(ui);
-        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "ui: out of memory");
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "ui: out of memory or no randomness");
     }
-    snprintf(ui->callback_url, n, "%.*s%s%s", (int)base_len, base, RECEIVER_PREFIX, ui->token);
+    snprintf(ui->callback_base, n, "%.*s%s", (int)base_len, base, RECEIVER_PREFIX);
     *out = ui;
     return CMN_OK;
 }
@@ -92,7 +98,8 @@ void gw_ui_free(struct gw_ui *ui)
     for (size_t i = 0; ui->ring != NULL && i < ui->keep; i++)
         result_clear(&ui->ring[i]);
     free(ui->ring);
-    free(ui->callback_url);
+    free(ui->callback_base);
+    OPENSSL_cleanse(ui->key, sizeof(ui->key));
     free(ui);
 }
 
@@ -142,21 +149,48 @@ static struct result *find(struct gw_ui *ui, const char *call_id)
     return NULL;
 }
 
-/* The receiver's token against the one given: time independent of where
- * they differ. */
-static bool token_equal(const char *given, const char *want)
+/* The MAC of a receiver URL: the first MAC_HEX hex digits of
+ * HMAC-SHA256(key, call id). Only the page that asked for the URL (behind
+ * the auth) learns it, and it is good for that one call id: a function that
+ * sees its own call's X-Callback-Url can post only its own result. */
+static void mac_of(const struct gw_ui *ui, const char *call_id, char out[MAC_HEX + 1])
 {
-    size_t g = strlen(given), w = strlen(want);
-    unsigned char diff = g != w;
-    for (size_t i = 0; i < w; i++)
-        diff |= (unsigned char)((i < g ? (unsigned char)given[i] : 0) ^ (unsigned char)want[i]);
-    return diff == 0;
+    unsigned char mac[EVP_MAX_MD_SIZE];
+    unsigned int len = 0;
+    static const char hex[] = "0123456789abcdef";
+    out[0] = '\0';
+    if (HMAC(EVP_sha256(), ui->key, (int)sizeof(ui->key), (const unsigned char *)call_id,
+             strlen(call_id), mac, &len) == NULL ||
+        len * 2 < MAC_HEX)
+        return;
+    for (size_t i = 0; i < MAC_HEX / 2; i++) {
+        out[2 * i] = hex[mac[i] >> 4];
+        out[2 * i + 1] = hex[mac[i] & 15];
+    }
+    out[MAC_HEX] = '\0';
 }
 
-/* POST /ui/callbacks/<token>: a queue-worker delivers a result. */
-static void receive(struct gw_ui *ui, struct gw_req *r, const char *token)
+static bool mac_ok(const struct gw_ui *ui, const char *call_id, const char *given)
 {
-    if (!token_equal(token, ui->token)) {
+    char want[MAC_HEX + 1];
+    mac_of(ui, call_id, want);
+    return want[0] != '\0' && strlen(given) == MAC_HEX && CRYPTO_memcmp(given, want, MAC_HEX) == 0;
+}
+
+/* POST /ui/callbacks/<call-id>/<mac>: a queue-worker delivers the result
+ * of that call. */
+static void receive(struct gw_ui *ui, struct gw_req *r, const char *rest)
+{
+    char path_id[CMN_CALLID_MAX];
+    const char *slash = strchr(rest, '/');
+    size_t n = slash != NULL ? (size_t)(slash - rest) : 0;
+    if (n == 0 || n >= sizeof(path_id)) {
+        gw_req_reply_text(r, 404, "404 page not found");
+        return;
+    }
+    memcpy(path_id, rest, n);
+    path_id[n] = '\0';
+    if (!cmn_callid_valid(path_id) || !mac_ok(ui, path_id, slash + 1)) {
         gw_req_reply_text(r, 404, "404 page not found");
         return;
     }
@@ -165,8 +199,8 @@ static void receive(struct gw_ui *ui, struct gw_req *r, const char *token)
         return;
     }
     const char *id = evhttp_find_header(&r->in_headers, "X-Call-Id");
-    if (id == NULL || !cmn_callid_valid(id)) {
-        gw_req_reply_text(r, 400, "X-Call-Id missing or invalid");
+    if (id == NULL || strcmp(id, path_id) != 0) {
+        gw_req_reply_text(r, 400, "X-Call-Id missing or not the call this URL is for");
         return;
     }
     json_t *meta = json_object();
@@ -220,7 +254,7 @@ static void receive(struct gw_ui *ui, struct gw_req *r, const char *token)
     json_object_set_new(meta, "headers", headers);
     json_object_set_new(meta, "body_bytes", json_integer((json_int_t)len));
     json_object_set_new(meta, "body_truncated", json_boolean(keep < len));
-    json_object_set_new(meta, "received",
+    json_object_set_new(meta, "received_at",
                         json_string(cmn_time_format(wall_ms(), when, sizeof(when))));
     slot->meta = meta;
     ui->received++;
@@ -281,10 +315,33 @@ static void serve_session(struct gw_ui *ui, struct gw_req *r)
     }
     json_t *doc = json_object();
     if (doc != NULL) {
-        json_object_set_new(doc, "callback_url", json_string(ui->callback_url));
         json_object_set_new(doc, "results_kept", json_integer((json_int_t)ui->keep));
         json_object_set_new(doc, "callbacks_received", json_integer((json_int_t)ui->received));
     }
+    reply_json(r, 200, doc);
+}
+
+/* POST /ui/api/callback: a fresh call id and the receiver URL for it, for
+ * the page's next async call (it sends both as X-Call-Id and
+ * X-Callback-Url). */
+static void serve_callback(struct gw_ui *ui, struct gw_req *r)
+{
+    if (r->method != EVHTTP_REQ_POST) {
+        method_not_allowed(r, "POST");
+        return;
+    }
+    char id[CMN_CALLID_MAX], mac[MAC_HEX + 1];
+    cmn_callid_new(id);
+    mac_of(ui, id, mac);
+    size_t n = strlen(ui->callback_base) + strlen(id) + MAC_HEX + 2;
+    char *url = malloc(n);
+    json_t *doc = url != NULL && mac[0] != '\0' ? json_object() : NULL;
+    if (doc != NULL) {
+        snprintf(url, n, "%s%s/%s", ui->callback_base, id, mac);
+        json_object_set_new(doc, "call_id", json_string(id));
+        json_object_set_new(doc, "callback_url", json_string(url));
+    }
+    free(url);
     reply_json(r, 200, doc);
 }
 
@@ -325,6 +382,8 @@ void gw_ui_handle(struct gw_ui *ui, struct gw_req *r, const struct gw_target *ta
     const char *rest = path + 4; /* after "/ui/" */
     if (strcmp(path, "/ui/api/session") == 0)
         serve_session(ui, r);
+    else if (strcmp(path, "/ui/api/callback") == 0)
+        serve_callback(ui, r);
     else if (strncmp(path, RESULTS_PREFIX, sizeof(RESULTS_PREFIX) - 1) == 0)
         serve_result(ui, r, path + sizeof(RESULTS_PREFIX) - 1);
     else if (strchr(rest, '/') == NULL)

@@ -51,6 +51,7 @@ struct worker {
     struct cmn_cbrules *callback_rules;
     struct qw_signer *signer;
     char worker_name[CMN_REC_WORKER_MAX];
+    char queue_label[2 * CMN_QUEUE_MAX + 16]; /* queue="<faas_nats_channel>" */
     struct qw_http *http;
     struct cmn_resolver *resolver;
     struct cmn_metrics *metrics;
@@ -120,14 +121,14 @@ static void on_nats_event(enum cmn_nats_event event, const char *detail, void *c
             LOG_INFO(NULL, "nats connected, consumer ready detail=\"%s\"", d);
         }
         atomic_store(&w->health_state, QW_HEALTH_READY);
-        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 1);
+        cmn_metrics_set(w->metrics, M_NATS_READY, w->queue_label, 1);
         break;
     case CMN_NATS_CHANGED:
         LOG_INFO(NULL, "nats reconciled detail=\"%s\"", d);
         break;
     case CMN_NATS_NOT_READY:
         atomic_store(&w->health_state, QW_HEALTH_RECONNECTING);
-        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 0);
+        cmn_metrics_set(w->metrics, M_NATS_READY, w->queue_label, 0);
         LOG_WARN(NULL, "nats not ready detail=\"%s\"", d);
         break;
     case CMN_NATS_CONNECT_FAILED:
@@ -135,7 +136,7 @@ static void on_nats_event(enum cmn_nats_event event, const char *detail, void *c
         break;
     case CMN_NATS_DISCONNECTED:
         atomic_store(&w->disconnected, true);
-        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 0);
+        cmn_metrics_set(w->metrics, M_NATS_READY, w->queue_label, 0);
         atomic_store(&w->health_state, QW_HEALTH_RECONNECTING);
         LOG_WARN(NULL,
                  "nats disconnected, reconnecting (budget %" PRId64 " x %" PRId64
@@ -144,14 +145,14 @@ static void on_nats_event(enum cmn_nats_event event, const char *detail, void *c
         break;
     case CMN_NATS_FATAL:
         atomic_store(&w->health_state, QW_HEALTH_DEAD);
-        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 0);
+        cmn_metrics_set(w->metrics, M_NATS_READY, w->queue_label, 0);
         atomic_store(&w->fatal, true);
         LOG_ERROR(NULL, "nats set-up impossible, exiting detail=\"%s\"", d);
         qw_http_wakeup(w->http);
         break;
     case CMN_NATS_CLOSED:
         atomic_store(&w->health_state, QW_HEALTH_DEAD);
-        cmn_metrics_set(w->metrics, M_NATS_READY, NULL, 0);
+        cmn_metrics_set(w->metrics, M_NATS_READY, w->queue_label, 0);
         atomic_store(&w->closed, true);
         LOG_ERROR(NULL, "nats connection closed, reconnect budget exhausted detail=\"%s\"", d);
         qw_http_wakeup(w->http);
@@ -390,13 +391,14 @@ static int run(struct worker *w)
 
 /* ------------------------------------------------------------- start-up */
 
-static void declare_metrics(struct cmn_metrics *m)
+static void declare_metrics(struct cmn_metrics *m, const char *queue_label)
 {
     cmn_metrics_declare(m, M_RECONNECTS, CMN_METRIC_COUNTER, "NATS reconnections");
     cmn_metrics_add(m, M_RECONNECTS, NULL, 0);
     cmn_metrics_declare(m, M_NATS_READY, CMN_METRIC_GAUGE,
-                        "1 while connected to NATS with the stream and the consumer in place");
-    cmn_metrics_set(m, M_NATS_READY, NULL, 0);
+                        "1 while connected to NATS with the stream and the consumer in place "
+                        "(label queue: the faas_nats_channel it serves)");
+    cmn_metrics_set(m, M_NATS_READY, queue_label, 0);
 }
 
 static void shutdown_worker(struct worker *w)
@@ -438,7 +440,10 @@ static int start(struct worker *w)
         LOG_ERROR(NULL, "out of memory");
         return 1;
     }
-    declare_metrics(w->metrics);
+    char esc[2 * CMN_QUEUE_MAX];
+    snprintf(w->queue_label, sizeof(w->queue_label), "queue=\"%s\"",
+             cmn_metrics_label_escape(cfg->faas_nats_channel, esc, sizeof(esc)));
+    declare_metrics(w->metrics, w->queue_label);
     w->free_slots = cfg->max_inflight;
     if (cmn_cbrules_parse(cfg->callback_allowlist, &w->callback_rules, &err) != CMN_OK) {
         LOG_ERROR(NULL, "%s", err.msg);

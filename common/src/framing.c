@@ -95,6 +95,8 @@ const char *cmn_frame_scan_feed(struct cmn_frame_scan *s, const char *p, size_t 
                 s->state = S_LINE;
                 if (c < 0x20 || c == 0x7f)
                     return "control character in the request line";
+                if (c >= 0x80)
+                    return "non-ASCII byte in the request line (percent-encode it)";
                 break;
             }
             if (c == ' ' || c == '\t')
@@ -118,6 +120,8 @@ const char *cmn_frame_scan_feed(struct cmn_frame_scan *s, const char *p, size_t 
                  * separator, and an origin-form target has no fragment */
                 if ((c < 0x20 || c == 0x7f))
                     return "control character in the request line";
+                if (c >= 0x80)
+                    return "non-ASCII byte in the request line (percent-encode it)";
                 if (c == '#')
                     return "fragment (#) in the request target";
             }

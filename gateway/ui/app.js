@@ -133,8 +133,16 @@ async function invoke(ev) {
   const headers = parseHeaders($("inv-headers").value);
   const method = async ? "POST" : $("inv-method").value;
   if (async) {
-    const cb = $("inv-callback").value.trim() || (state.session && state.session.callback_url);
-    if (cb) headers.set("X-Callback-Url", cb);
+    let cb = $("inv-callback").value.trim();
+    if (!cb) {
+      // the portal's own receiver, good for this one call id only
+      const r = await api("/ui/api/callback", { method: "POST" });
+      if (!r.ok) { showError("no receiver: " + r.status + " " + (await r.text()).trim()); return; }
+      const doc = await r.json();
+      headers.set("X-Call-Id", doc.call_id);
+      cb = doc.callback_url;
+    }
+    headers.set("X-Callback-Url", cb);
     const delay = $("inv-delay").value.trim();
     if (delay && delay !== "0") headers.set("X-Delay-Seconds", delay);
   }
@@ -325,7 +333,7 @@ document.addEventListener("DOMContentLoaded", async () => {
   window.addEventListener("hashchange", route);
   try {
     state.session = await json("/ui/api/session");
-    $("inv-callback").placeholder = state.session.callback_url;
+    $("inv-callback").placeholder = "(the portal's receiver)";
   } catch (e) {
     showError(e.message);
   }

@@ -112,6 +112,8 @@ BAD_TARGETS = {
     "DEL in the query": b"/function/echo?a=\x7f",
     "fragment": b"/function/echo#frag",
     "fragment after a query": b"/function/echo?x=1#frag",
+    "UTF-8 in the path": b"/function/echo/caf\xc3\xa9",
+    "high byte in the query": b"/function/echo?a=\xff",
 }
 
 

@@ -6,6 +6,7 @@ screen. Screenshots of each page go to $CFAAS_ARTIFACTS/portal (default build/ar
 """
 
 import os
+import re
 import shutil
 import subprocess
 
@@ -55,62 +56,93 @@ def test_portal_files_session_and_receiver_behind_the_system_auth(stack, tmp_pat
     r = requests.put(gw + "/ui/", auth=auth, timeout=10)
     assert r.status_code == 405 and "GET" in r.headers["Allow"]
 
-    session = requests.get(gw + "/ui/api/session", auth=auth, timeout=10).json()
-    cb = session["callback_url"]
-    assert cb.startswith("http://127.0.0.1:%d/ui/callbacks/" % stack.gateway.port), cb
+    assert requests.post(gw + "/ui/api/callback", timeout=10).status_code == 401
+    grant = requests.post(gw + "/ui/api/callback", auth=auth, timeout=10).json()
+    cid, cb = grant["call_id"], grant["callback_url"]
+    assert re.fullmatch(r"http://127\.0\.0\.1:%d/ui/callbacks/%s/[0-9a-f]{32}"
+                        % (stack.gateway.port, re.escape(cid)), cb), cb
     # a call made as the portal makes it: its result lands in the receiver, which the
     # worker reaches without credentials
-    cid = assert_202(requests.post(gw + "/async-function/echo", data=b"portal output",
-                                   headers={"X-Callback-Url": cb}, timeout=10))
+    assert_202(requests.post(gw + "/async-function/echo", data=b"portal output",
+                             headers={"X-Call-Id": cid, "X-Callback-Url": cb}, timeout=10))
 
     def result():
         doc = requests.get(gw + "/ui/api/results/" + cid, auth=auth, timeout=10).json()
         return doc if doc["received"] else None
     doc = harness.wait_until(result, 30, desc="the portal's receiver got the callback")
+    assert doc["received"] is True and doc["received_at"].endswith("Z"), doc
     assert doc["function_status"] == 200 and doc["headers"]["X-Call-Id"] == cid, doc
     body = requests.get(gw + "/ui/api/results/%s/body" % cid, auth=auth, timeout=10)
     assert body.status_code == 200 and body.content == b"portal output"
     assert body.headers["Content-Disposition"] == "attachment"
     assert requests.get(gw + "/ui/api/results/%s/body" % cid, timeout=10).status_code == 401
-    # a receiver path without the token is nobody's: 404, nothing kept
-    wrong = cb.rsplit("/", 1)[0] + "/00000000-0000-4000-8000-000000000000"
-    r = requests.post(wrong, data=b"forged", headers={"X-Call-Id": "forged-1"}, timeout=10)
-    assert r.status_code == 404
-    assert not requests.get(gw + "/ui/api/results/forged-1", auth=auth,
+    # the URL admits that one call's result: another X-Call-Id, another call's path with
+    # this MAC, a wrong MAC, no MAC: refused, nothing kept
+    other = requests.post(gw + "/ui/api/callback", auth=auth, timeout=10).json()["call_id"]
+    r = requests.post(cb, data=b"forged", headers={"X-Call-Id": other}, timeout=10)
+    assert r.status_code == 400
+    base, mac = cb.rsplit("/", 1)
+    forged = [base.rsplit("/", 1)[0] + "/" + other + "/" + mac, base + "/" + "0" * 32, base,
+              base + "/" + mac + "/x"]
+    for url in forged:
+        r = requests.post(url, data=b"forged", headers={"X-Call-Id": other}, timeout=10)
+        assert r.status_code == 404, (url, r.status_code)
+    assert not requests.get(gw + "/ui/api/results/" + other, auth=auth,
                             timeout=10).json()["received"]
     assert requests.post(cb, data=b"x", timeout=10).status_code == 400  # no X-Call-Id
     assert requests.get(cb, timeout=10).status_code == 405
-    # a large output is kept cut at 64 KiB, and says so
+    # a large output is kept cut at 64 KiB, and says so; headers at 16 KiB
+    g = requests.post(gw + "/ui/api/callback", auth=auth, timeout=10).json()
     big = b"y" * (200 * 1024)
-    r = requests.post(cb, data=big, headers={"X-Call-Id": "big-1", "X-Function-Status": "200"},
-                      timeout=10)
+    many = {"X-Pad-%03d" % i: "p" * 1000 for i in range(100)}
+    many.update({"X-Call-Id": g["call_id"], "X-Function-Status": "200"})
+    r = requests.post(g["callback_url"], data=big, headers=many, timeout=10)
     assert r.status_code == 200
-    doc = requests.get(gw + "/ui/api/results/big-1", auth=auth, timeout=10).json()
+    doc = requests.get(gw + "/ui/api/results/" + g["call_id"], auth=auth, timeout=10).json()
     assert doc["body_bytes"] == len(big) and doc["body_truncated"] is True
-    kept = requests.get(gw + "/ui/api/results/big-1/body", auth=auth, timeout=10).content
+    assert sum(len(k) + len(v) for k, v in doc["headers"].items()) <= 16 * 1024
+    kept = requests.get(gw + "/ui/api/results/%s/body" % g["call_id"], auth=auth,
+                        timeout=10).content
     assert kept == big[:64 * 1024]
 
 
+def rss_kib(pid):
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1])
+    return 0
+
+
 def test_portal_keeps_the_last_results_only(stack, tmp_path):
-    """The receiver is a ring: after more callbacks than it keeps, the oldest is gone and
-    the gateway's memory stays bounded."""
+    """The receiver is a ring: after more callbacks than it keeps, the oldest is gone, and
+    the gateway's memory stays bounded however large each callback's head and body are."""
     stack.start(workers=0, fixtures=("echo",))
-    cb = requests.get(stack.gw + "/ui/api/session", timeout=10).json()["callback_url"]
+    gw = stack.gw
+    before = rss_kib(stack.gateway.pid)
+    ids = []
+    pad = {"X-Pad-%03d" % i: "p" * 2000 for i in range(200)}  # 400 KB of headers
     for i in range(140):
-        r = requests.post(cb, data=b"r%d" % i, headers={"X-Call-Id": "ring-%d" % i}, timeout=10)
+        g = requests.post(gw + "/ui/api/callback", timeout=10).json()
+        ids.append(g["call_id"])
+        h = dict(pad, **{"X-Call-Id": g["call_id"]})
+        r = requests.post(g["callback_url"], data=b"r%d" % i + b"z" * 200000, headers=h,
+                          timeout=10)
         assert r.status_code == 200
-    res = stack.gw + "/ui/api/results/"
-    assert not requests.get(res + "ring-0", timeout=10).json()["received"]
-    assert requests.get(res + "ring-139/body", timeout=10).content == b"r139"
-    assert requests.get(res + "ring-12/body", timeout=10).content == b"r12"
-    assert requests.get(stack.gw + "/ui/api/session", timeout=10).json()[
-        "callbacks_received"] == 140
+    grown = rss_kib(stack.gateway.pid) - before
+    # 128 kept x (64 KiB body + 16 KiB headers) is 10 MiB at most
+    assert grown < 16 * 1024, "gateway grew %d KiB" % grown
+    res = gw + "/ui/api/results/"
+    assert not requests.get(res + ids[0], timeout=10).json()["received"]
+    assert requests.get(res + ids[139] + "/body", timeout=10).content.startswith(b"r139z")
+    assert requests.get(res + ids[12] + "/body", timeout=10).content.startswith(b"r12z")
+    assert requests.get(gw + "/ui/api/session", timeout=10).json()["callbacks_received"] == 140
 
 
 def test_ui_callback_url_setting(stack):
     stack.start(workers=0, fixtures=("echo",),
                 gateway_env={"ui_callback_url": "http://gateway.openfaas:8080/"})
-    cb = requests.get(stack.gw + "/ui/api/session", timeout=10).json()["callback_url"]
+    cb = requests.post(stack.gw + "/ui/api/callback", timeout=10).json()["callback_url"]
     assert cb.startswith("http://gateway.openfaas:8080/ui/callbacks/"), cb
 
 

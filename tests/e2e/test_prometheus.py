@@ -1,6 +1,7 @@
 """The shipped Prometheus rules in a real Prometheus (Debian's package) scraping the local
 stack (deploy/local/run.sh: the gateway's metrics on :8082, the two queue-workers' on :8184
-and :8185): with calls waiting and every worker stopped, CfaasNoWorkerConsuming fires; after
+and :8185): with calls waiting and every worker stopped (one delayed call still parked in the
+consumer, which counts as held), CfaasNoWorkerConsuming fires; after
 one worker is started again it resolves and the calls run. The rules file is loaded as
 shipped except that this alert's `for:` is cut from 2m to 5s, and Prometheus scrapes and
 evaluates every second, so the test takes seconds rather than minutes.
@@ -106,6 +107,14 @@ def test_no_worker_consuming_fires_and_resolves_in_a_real_prometheus(tmp_path):
             time.sleep(3)
             assert prom.alerts("CfaasNoWorkerConsuming") == []
 
+            # a delayed call stays parked in the consumer (ack pending) while the workers
+            # are gone: the alert must not take it for a worker at work
+            r = requests.post(GW + "/async-function/echo", data=b"later", timeout=10,
+                              headers={"X-Delay-Seconds": "600"})
+            assert r.status_code == 202
+            harness.wait_until(lambda: prom.query(
+                'gateway_queue_ack_pending_messages{queue="faas-request"} == 1'), 20,
+                desc="the delayed call parked (ack pending 1)")
             # every worker stopped (SIGTERM: they drain and exit), then calls arrive
             pids = worker_pids(p)
             assert len(pids) == 2, pids
@@ -148,7 +157,8 @@ def test_no_worker_consuming_fires_and_resolves_in_a_real_prometheus(tmp_path):
             print("resolved %.1f s after the worker started" % (time.time() - t1))
             # the other alerts stay quiet on this healthy stack
             for name in ("CfaasNatsDisconnected", "CfaasCallbackFailures",
-                         "CfaasFunctionErrorRate", "CfaasQueueGrowing"):
+                         "CfaasFunctionErrorRate", "CfaasQueueGrowing",
+                         "CfaasGatewayMetricsAbsent"):
                 assert prom.alerts(name) == [], name
         finally:
             if extra is not None:

@@ -90,6 +90,8 @@ static void test_scanner(void)
     CHECK(scan("\r\nGET / HTTP/1.1\r\nHost: x\r\n\r\n", false) == NULL); /* leading CRLF */
     /* HTAB and '#' stay allowed in header values */
     CHECK(scan("GET /a?b=%23 HTTP/1.1\r\nX-A: a\tb#c\r\n\r\n", false) == NULL);
+    /* a header value may hold bytes above 0x7f (obs-text) */
+    CHECK(scan("GET /caf%C3%A9 HTTP/1.1\r\nX-A: caf\xc3\xa9\r\n\r\n", false) == NULL);
     CHECK(scan("POST / HTTP/1.1\r\nHost: x\r\nContent-Length: 3\r\n\r\na\nb", false) == NULL);
     CHECK(scan("POST / HTTP/1.1\r\nT: c\r\n\r\n5\r\nhello\r\n0\r\n\r\n", true) == NULL);
     CHECK(scan("POST / HTTP/1.1\r\nT: c\r\n\r\nA\r\n0123456789\r\n0\r\nX-T: 1\r\n\r\n", true) ==
@@ -109,6 +111,8 @@ static void test_scanner(void)
         "\r\n\x01GET / HTTP/1.1\r\n\r\n",
         "GET /a#f HTTP/1.1\r\n\r\n",
         "GET /a?x=1#f HTTP/1.1\r\n\r\n",
+        "GET /caf\xc3\xa9 HTTP/1.1\r\n\r\n",
+        "GET /a?q=\xff HTTP/1.1\r\n\r\n",
     };
     for (size_t i = 0; i < sizeof(bad) / sizeof(bad[0]); i++)
         CHECK(scan(bad[i], false) != NULL);

@@ -8,7 +8,8 @@
  *    LF, DEL, ...);
  * plus, for servers that see the raw bytes (cmn_frame_scan), no bare LF or
  * bare CR line ends and no obs-fold continuation lines in the head, a request
- * line without control characters (HTAB, FF, NUL, DEL ...) and without a
+ * line of printable ASCII only (no HTAB, FF, NUL, DEL, no byte above 0x7f:
+ * a URI is ASCII, RFC 9112 §3.2, RFC 3986 §2) and without a
  * fragment ('#', which clients never send: RFC 9112 §3.2.1), and chunk
  * size lines that are 1*HEXDIG CRLF (no extensions, no spaces). Anything else
  * is a 400 with the returned reason, before routing, proxying or queueing.
