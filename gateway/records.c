@@ -329,7 +329,10 @@ static bool list_params(struct gw_req *r, const struct gw_target *target, struct
         return true;
     struct evkeyvalq params;
     memset(&params, 0, sizeof(params));
-    bool ok = evhttp_parse_query_str(target->query, &params) == 0;
+    /* a %00 decodes to a NUL that would cut a value short ("%00" read as
+     * "any function"): refused before decoding */
+    bool ok =
+        strstr(target->query, "%00") == NULL && evhttp_parse_query_str(target->query, &params) == 0;
     const char *fn = ok ? evhttp_find_header(&params, "function") : NULL;
     const char *state = ok ? evhttp_find_header(&params, "state") : NULL;
     const char *limit = ok ? evhttp_find_header(&params, "limit") : NULL;

@@ -127,7 +127,9 @@ def test_operator_listing_behind_system_auth(stack, tmp_path):
     echo = requests.get(url, params={"function": "echo", "limit": "2"}, auth=auth,
                         timeout=10).json()
     assert len(echo) == 2 and all(x["function"] == "echo" for x in echo), echo
-    for q in ({"state": "lost"}, {"limit": "0"}, {"limit": "x"}):
+    for q in ({"state": "lost"}, {"limit": "0"}, {"limit": "x"}, {"function": "\x00"},
+              {"function": "echo\x00zzz"}, {"state": "queued\x00x"}, {"limit": "1\x00x"},
+              {"function": "a b"}):
         r = requests.get(url, params=q, auth=auth, timeout=10)
         assert r.status_code == 400, (q, r.status_code, r.text)
 
