@@ -4,6 +4,7 @@
 
 #include <event2/buffer.h>
 #include <event2/http.h>
+#include <errno.h>
 #include <jansson.h>
 #include <openssl/crypto.h>
 #include <openssl/evp.h>
@@ -170,6 +171,17 @@ static void mac_of(const struct gw_ui *ui, const char *call_id, char out[MAC_HEX
     out[MAC_HEX] = '\0';
 }
 
+/* X-Function-Status as a number, 0 when absent or not a status 100..599. */
+static int status_of(const char *v)
+{
+    if (v == NULL)
+        return 0;
+    char *end = NULL;
+    errno = 0;
+    long n = strtol(v, &end, 10);
+    return end != v && *end == '\0' && errno == 0 && n >= 100 && n <= 599 ? (int)n : 0;
+}
+
 static bool mac_ok(const struct gw_ui *ui, const char *call_id, const char *given)
 {
     char want[MAC_HEX + 1];
@@ -250,7 +262,7 @@ static void receive(struct gw_ui *ui, struct gw_req *r, const char *rest)
     char when[40];
     json_object_set_new(meta, "call_id", json_string(id));
     json_object_set_new(meta, "received", json_true());
-    json_object_set_new(meta, "function_status", json_integer(status ? atoi(status) : 0));
+    json_object_set_new(meta, "function_status", json_integer(status_of(status)));
     json_object_set_new(meta, "headers", headers);
     json_object_set_new(meta, "body_bytes", json_integer((json_int_t)len));
     json_object_set_new(meta, "body_truncated", json_boolean(keep < len));

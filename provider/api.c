@@ -793,7 +793,9 @@ static void info(struct evhttp_request *req)
 static void namespace_get(struct pv_api *api, struct evhttp_request *req, const char *ns)
 {
     if (evhttp_request_get_command(req) != EVHTTP_REQ_GET) {
-        reply_text(req, 501, "Feature not implemented in this version of OpenFaaS");
+        reply_text(req, 501,
+                   "namespaces cannot be created, changed or deleted here: the process provider "
+                   "serves the one namespace function_namespace names");
         return;
     }
     if (strcmp(ns, api->c.cfg->function_namespace) != 0) {

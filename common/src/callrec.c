@@ -989,17 +989,22 @@ static bool append_rec(json_t *arr, const struct cmn_rec *r)
     return o != NULL && json_array_append_new(arr, o) == 0;
 }
 
-/* The calls waiting in work stream `stream` (newest first, at most `limit`
- * more, 20 × limit probes) that `arr` does not hold yet: their record when
- * they have one (a retry waits with a record), else the one they imply. */
-static enum cmn_status list_waiting(struct cmn_recq *q, const char *stream, const char *function,
-                                    int state, int limit, json_t *arr, struct cmn_err *err)
+/* What a listing keeps of the messages it reads. */
+struct list_ctx {
+    struct cmn_recq *q;
+    const char *stream; /* the stream being read */
+    const char *function;
+    int state;
+    json_t *arr;
+};
+
+/* Reads `stream` backwards by sequence from `last` down to `first`, giving
+ * `visit` each message still there (it keeps nothing of `m`; true = it
+ * listed one); stops after `limit` listed or 20 × limit probes. */
+static enum cmn_status walk_back(struct list_ctx *c, uint64_t first, uint64_t last, int limit,
+                                 bool (*visit)(struct list_ctx *c, natsMsg *m, uint64_t seq),
+                                 struct cmn_err *err)
 {
-    uint64_t first = 0, last = 0;
-    struct cmn_err e2;
-    if (stream_bounds(q, stream, &first, &last, &e2) != CMN_OK)
-        return CMN_OK; /* a queue without a stream holds nothing */
-    size_t prefix = strlen(stream);
     int found = 0;
     long probes = 0, max_probes = 20L * limit;
     for (uint64_t s = last; s >= first && s > 0 && found < limit && probes < max_probes; s--) {
@@ -1007,34 +1012,73 @@ static enum cmn_status list_waiting(struct cmn_recq *q, const char *stream, cons
         char body[64];
         snprintf(body, sizeof(body), "{\"seq\":%" PRIu64 "}", s);
         natsMsg *m = NULL;
-        enum cmn_status st = direct_get(q, stream, body, &m, err);
+        enum cmn_status st = direct_get(c->q, c->stream, body, &m, err);
         if (st == CMN_ERR_NOT_FOUND)
-            continue; /* acknowledged and gone */
+            continue; /* gone: acknowledged, superseded by a later revision, expired */
         if (st != CMN_OK)
             return st;
-        /* a direct get answers on an inbox; the stored subject is a header */
-        const char *subject = NULL;
-        if (natsMsgHeader_Get(m, "Nats-Subject", &subject) != NATS_OK)
-            subject = NULL;
-        const char *id =
-            subject != NULL && strncmp(subject, stream, prefix) == 0 && subject[prefix] == '.'
-                ? subject + prefix + 1
-                : "";
-        struct cmn_rec r;
-        bool ok = cmn_callid_valid(id) && !listed(arr, id);
-        if (ok) {
-            enum cmn_status ks = kv_read(q, id, &r, &e2);
-            if (ks == CMN_ERR_NOT_FOUND)
-                rec_of_waiting(m, id, &r, NULL);
-            ok = ks == CMN_OK || ks == CMN_ERR_NOT_FOUND;
-        }
-        natsMsg_Destroy(m);
-        if (!ok || !function_matches(r.function, function) || (state >= 0 && (int)r.state != state))
-            continue;
-        if (append_rec(arr, &r))
+        if (visit(c, m, s))
             found++;
+        natsMsg_Destroy(m);
     }
     return CMN_OK;
+}
+
+static bool keep_rec(struct list_ctx *c, const struct cmn_rec *r)
+{
+    return function_matches(r->function, c->function) &&
+           (c->state < 0 || (int)r->state == c->state) && append_rec(c->arr, r);
+}
+
+/* A record of the bucket. */
+static bool visit_record(struct list_ctx *c, natsMsg *m, uint64_t seq)
+{
+    struct cmn_rec r;
+    char detail[200];
+    if (read_kv_reply(m, &r, detail, sizeof(detail)) != CMN_OK)
+        return false;
+    r.revision = seq;
+    return keep_rec(c, &r);
+}
+
+/* A call waiting in a work stream that the listing does not hold yet: its
+ * record when it has one (a retry waits with a record), else the one it
+ * implies. */
+static bool visit_waiting(struct list_ctx *c, natsMsg *m, uint64_t seq)
+{
+    (void)seq;
+    /* a direct get answers on an inbox; the stored subject is a header */
+    const char *subject = NULL;
+    if (natsMsgHeader_Get(m, "Nats-Subject", &subject) != NATS_OK)
+        subject = NULL;
+    size_t prefix = strlen(c->stream);
+    const char *id =
+        subject != NULL && strncmp(subject, c->stream, prefix) == 0 && subject[prefix] == '.'
+            ? subject + prefix + 1
+            : "";
+    if (!cmn_callid_valid(id) || listed(c->arr, id))
+        return false;
+    struct cmn_rec r;
+    struct cmn_err e2;
+    enum cmn_status ks = kv_read(c->q, id, &r, &e2);
+    if (ks == CMN_ERR_NOT_FOUND)
+        rec_of_waiting(m, id, &r, NULL);
+    else if (ks != CMN_OK)
+        return false;
+    return keep_rec(c, &r);
+}
+
+/* The calls waiting in work stream `stream`, newest first, at most `limit`
+ * more; a queue without a stream holds none. */
+static enum cmn_status list_waiting(struct list_ctx *c, const char *stream, int limit,
+                                    struct cmn_err *err)
+{
+    uint64_t first = 0, last = 0;
+    struct cmn_err e2;
+    if (stream_bounds(c->q, stream, &first, &last, &e2) != CMN_OK)
+        return CMN_OK;
+    c->stream = stream;
+    return walk_back(c, first, last, limit, visit_waiting, err);
 }
 
 static int newest_first(const void *a, const void *b)
@@ -1058,44 +1102,24 @@ enum cmn_status cmn_recq_list(struct cmn_recq *q, const char *function, int stat
     if (st != CMN_OK)
         return st;
     json_t *arr = json_array();
-    int found = 0;
-    long probes = 0, max_probes = 20L * limit;
-    for (uint64_t s = last; s >= first && s > 0 && found < limit && probes < max_probes; s--) {
-        probes++;
-        char body[64];
-        snprintf(body, sizeof(body), "{\"seq\":%" PRIu64 "}", s);
-        natsMsg *m = NULL;
-        st = direct_get(q, stream, body, &m, err);
-        if (st == CMN_ERR_NOT_FOUND)
-            continue; /* superseded by a later revision, or expired */
-        if (st != CMN_OK) {
-            json_decref(arr);
-            return st;
-        }
-        struct cmn_rec r;
-        char detail[200];
-        enum cmn_status rs = read_kv_reply(m, &r, detail, sizeof(detail));
-        natsMsg_Destroy(m);
-        if (rs != CMN_OK || !function_matches(r.function, function) ||
-            (state >= 0 && (int)r.state != state))
-            continue;
-        r.revision = s;
-        if (append_rec(arr, &r))
-            found++;
-    }
+    if (arr == NULL)
+        return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory");
+    struct list_ctx c = {
+        .q = q, .stream = stream, .function = function, .state = state, .arr = arr};
+    st = walk_back(&c, first, last, limit, visit_record, err);
     /* Calls still waiting have no record yet (it is derived from the
      * stream): they are listed from the work streams. */
-    if (state < 0 || state == CMN_CALL_QUEUED || state == CMN_CALL_SCHEDULED) {
-        st = list_waiting(q, q->stream, function, state, limit, arr, err);
+    if (st == CMN_OK && (state < 0 || state == CMN_CALL_QUEUED || state == CMN_CALL_SCHEDULED)) {
+        st = list_waiting(&c, q->stream, limit, err);
         char names[MAX_QUEUES][CMN_QUEUE_MAX];
         size_t n = q->queues != NULL ? q->queues(q->queues_arg, names, MAX_QUEUES) : 0;
         for (size_t i = 0; st == CMN_OK && i < n; i++)
             if (strcmp(names[i], q->stream) != 0)
-                st = list_waiting(q, names[i], function, state, limit, arr, err);
-        if (st != CMN_OK) {
-            json_decref(arr);
-            return st;
-        }
+                st = list_waiting(&c, names[i], limit, err);
+    }
+    if (st != CMN_OK) {
+        json_decref(arr);
+        return st;
     }
     size_t count = json_array_size(arr);
     json_t **items = malloc((count > 0 ? count : 1) * sizeof(*items));

@@ -260,6 +260,27 @@ class Proc:
                 self.name, self.p.returncode, what, self.tail(40)))
 
 
+def vm_kib(pid, field="VmRSS"):
+    """A /proc/<pid>/status figure in KiB (VmRSS, VmHWM, ...)."""
+    with open("/proc/%d/status" % pid) as f:
+        for line in f:
+            if line.startswith(field + ":"):
+                return int(line.split()[1])
+    raise AssertionError("%s not in /proc/%d/status" % (field, pid))
+
+
+def read_to_close(s):
+    """Everything the peer sends on socket `s` until it closes; closes `s`."""
+    data = b""
+    while True:
+        b = s.recv(65536)
+        if not b:
+            break
+        data += b
+    s.close()
+    return data
+
+
 def base_env(extra=None):
     """Clean environment for a child: nothing from the developer's shell leaks into config."""
     env = {"PATH": "/usr/local/bin:/usr/bin:/bin", "LANG": "C.UTF-8",

@@ -16,12 +16,7 @@ from delivery import assert_202
 
 
 def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
-
+    return harness.vm_kib(pid, "VmRSS")
 
 def raw(port, data=b"", src="127.0.0.1", timeout=10):
     s = socket.create_connection(("127.0.0.1", port), timeout=timeout,

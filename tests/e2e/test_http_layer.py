@@ -102,28 +102,14 @@ class RawUpstream:
         self.sock.close()
 
 
-def read_to_close(s):
-    """Everything the gateway sends on socket `s` until it closes; closes `s`."""
-    data = b""
-    while True:
-        b = s.recv(65536)
-        if not b:
-            break
-        data += b
-    s.close()
-    return data
+read_to_close = harness.read_to_close
 
 
 def ok_response(conn, body=b"ok", extra=b""):
     conn.sendall(b"HTTP/1.1 200 OK\r\nContent-Length: %d\r\n%s\r\n" % (len(body), extra) + body)
 
 
-def vm_kib(pid, field):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith(field + ":"):
-                return int(line.split()[1])
-    raise AssertionError(field)
+vm_kib = harness.vm_kib
 
 
 def start_with(stack, upstreams, workers=0, gateway_env=None):

@@ -6,6 +6,7 @@ again. It uses the stack's fixed ports (8080, 8081, 8082, 8099, 4222, 8222, 8184
 it is skipped when one of them is taken.
 """
 
+import contextlib
 import glob
 import json
 import os
@@ -49,11 +50,30 @@ def stop_stack(p):
         raise
 
 
-@pytest.mark.timeout(240)
-def test_local_stack_lab_walkthrough(tmp_path):
+def skip_if_ports_busy():
     busy = [port for port in PORTS if harness.port_open(port)]
     if busy:
         pytest.skip("local stack ports in use: %s" % busy)
+
+
+@contextlib.contextmanager
+def running_stack(tmp_path, name="run"):
+    """The local stack, up, for the body of a with-block (skipped when its ports are
+    taken); Ctrl-C'd at the end. Yields the run.sh process."""
+    skip_if_ports_busy()
+    log_path = str(tmp_path / (name + ".log"))
+    with open(log_path, "w") as log:
+        p = start_stack(str(tmp_path / name), log)
+        try:
+            wait_up(p, log_path)
+            yield p
+        finally:
+            stop_stack(p)
+
+
+@pytest.mark.timeout(240)
+def test_local_stack_lab_walkthrough(tmp_path):
+    skip_if_ports_busy()
     run_dir = str(tmp_path / "run")
     log_path = str(tmp_path / "run.log")
     with open(log_path, "w") as log:

@@ -15,7 +15,7 @@ import requests
 
 import harness
 from delivery import assert_202
-from test_local_stack import PORTS, start_stack, stop_stack, wait_up
+from test_local_stack import running_stack, skip_if_ports_busy
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 BROWSER_DIR = os.path.join(ROOT, "tests", "browser")
@@ -106,12 +106,6 @@ def test_portal_files_session_and_receiver_behind_the_system_auth(stack, tmp_pat
     assert kept == big[:64 * 1024]
 
 
-def rss_kib(pid):
-    with open("/proc/%d/status" % pid) as f:
-        for line in f:
-            if line.startswith("VmRSS:"):
-                return int(line.split()[1])
-    return 0
 
 
 def test_portal_keeps_the_last_results_only(stack, tmp_path):
@@ -119,7 +113,7 @@ def test_portal_keeps_the_last_results_only(stack, tmp_path):
     the gateway's memory stays bounded however large each callback's head and body are."""
     stack.start(workers=0, fixtures=("echo",))
     gw = stack.gw
-    before = rss_kib(stack.gateway.pid)
+    before = harness.vm_kib(stack.gateway.pid)
     ids = []
     pad = {"X-Pad-%03d" % i: "p" * 2000 for i in range(200)}  # 400 KB of headers
     for i in range(140):
@@ -129,7 +123,7 @@ def test_portal_keeps_the_last_results_only(stack, tmp_path):
         r = requests.post(g["callback_url"], data=b"r%d" % i + b"z" * 200000, headers=h,
                           timeout=10)
         assert r.status_code == 200
-    grown = rss_kib(stack.gateway.pid) - before
+    grown = harness.vm_kib(stack.gateway.pid) - before
     # 128 kept x (64 KiB body + 16 KiB headers) is 10 MiB at most
     assert grown < 16 * 1024, "gateway grew %d KiB" % grown
     res = gw + "/ui/api/results/"
@@ -148,9 +142,7 @@ def test_ui_callback_url_setting(stack):
 
 @pytest.mark.timeout(300)
 def test_portal_in_a_real_browser(tmp_path):
-    busy = [port for port in PORTS if harness.port_open(port)]
-    if busy:
-        pytest.skip("local stack ports in use: %s" % busy)
+    skip_if_ports_busy()
     node = shutil.which("node")
     assert node, "node is required (scripts/setup.sh --test installs it)"
     assert os.path.isdir(os.path.join(BROWSER_DIR, "node_modules", "playwright-core")), \
@@ -160,19 +152,12 @@ def test_portal_in_a_real_browser(tmp_path):
     shutil.rmtree(shots, ignore_errors=True)
     scratch = tmp_path / "scratch"
     scratch.mkdir()
-    run_dir = str(tmp_path / "run")
-    log_path = str(tmp_path / "run.log")
-    with open(log_path, "w") as log:
-        p = start_stack(run_dir, log)
-        try:
-            wait_up(p, log_path)
-            out = subprocess.run([node, os.path.join(BROWSER_DIR, "portal.mjs"),
-                                  "http://127.0.0.1:8080", shots, str(scratch)],
-                                 cwd=BROWSER_DIR, capture_output=True, text=True, timeout=240)
-            print(out.stdout)
-            assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
-        finally:
-            stop_stack(p)
+    with running_stack(tmp_path):
+        out = subprocess.run([node, os.path.join(BROWSER_DIR, "portal.mjs"),
+                              "http://127.0.0.1:8080", shots, str(scratch)],
+                             cwd=BROWSER_DIR, capture_output=True, text=True, timeout=240)
+        print(out.stdout)
+        assert out.returncode == 0, out.stdout[-3000:] + out.stderr[-3000:]
     for name in ("functions", "invoke-async", "calls", "calls-cancelled", "dead-letters",
                  "calls-redriven", "phone-functions", "phone-invoke"):
         path = os.path.join(shots, name + ".png")

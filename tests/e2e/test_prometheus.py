@@ -18,7 +18,7 @@ import pytest
 import requests
 
 import harness
-from test_local_stack import GW, PORTS, start_stack, stop_stack, wait_up
+from test_local_stack import GW, running_stack, skip_if_ports_busy
 
 ROOT = os.path.abspath(os.path.join(os.path.dirname(__file__), "..", ".."))
 RULES = os.path.join(ROOT, "deploy", "prometheus", "cfaas.rules.yml")
@@ -84,20 +84,14 @@ def worker_pids(stack_proc):
 
 @pytest.mark.timeout(300)
 def test_no_worker_consuming_fires_and_resolves_in_a_real_prometheus(tmp_path):
-    busy = [port for port in PORTS if harness.port_open(port)]
-    if busy:
-        pytest.skip("local stack ports in use: %s" % busy)
+    skip_if_ports_busy()
     assert shutil.which("promtool"), "Debian's prometheus package is needed"
     assert subprocess.run(["promtool", "check", "rules", RULES],
                           capture_output=True).returncode == 0
     prom = Prometheus(str(tmp_path / "logs"), write_config(tmp_path), str(tmp_path / "tsdb"))
-    run_dir = str(tmp_path / "run")
-    log_path = str(tmp_path / "run.log")
     extra = None
-    with open(log_path, "w") as log:
-        p = start_stack(run_dir, log)
+    with running_stack(tmp_path) as p:
         try:
-            wait_up(p, log_path)
             prom.start()
             prom.wait_ready()
             harness.wait_until(lambda: len([r for r in prom.query("up == 1")]) == 3, 30,
@@ -164,4 +158,3 @@ def test_no_worker_consuming_fires_and_resolves_in_a_real_prometheus(tmp_path):
             if extra is not None:
                 extra.terminate()
             prom.terminate()
-            stop_stack(p)

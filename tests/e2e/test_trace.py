@@ -7,7 +7,6 @@ An invalid or repeated traceparent is dropped, with its tracestate, before anyth
 import json
 import socket
 
-import requests
 
 import harness
 from delivery import assert_202
@@ -77,13 +76,7 @@ def test_invalid_traceparent_is_dropped_with_its_tracestate(stack):
     s.sendall(("POST /function/echo HTTP/1.1\r\nHost: x\r\ntraceparent: %s\r\n"
                "traceparent: %s\r\nContent-Length: 1\r\nConnection: close\r\n\r\nz"
                % (TP, TP.replace("01", "00", 1))).encode())
-    reply = b""
-    while True:
-        chunk = s.recv(65536)
-        if not chunk:
-            break
-        reply += chunk
-    s.close()
+    reply = harness.read_to_close(s)
     assert reply.startswith(b"HTTP/1.1 200"), reply[:200]
     last = stack.ledger.entries(function="echo")[-1]
     assert last["body"] == b"z" and "traceparent" not in last["headers"]
