@@ -2,6 +2,9 @@
 #include "check.h"
 
 #include <stdint.h>
+#include <stdio.h>
+#include <string.h>
+#include <time.h>
 #include "cmn/duration.h"
 
 static void expect_ms(const char *text, int64_t want, int line)
@@ -156,6 +159,29 @@ static void test_time(void)
         CHECK(cmn_time_parse(cmn_time_format(values[i], buf, sizeof buf), &back));
         CHECK_INT(back, values[i]);
     }
+    /* the digit writer agrees with gmtime_r, days apart over 1900..9999
+     * (leap days, century years, before 1970), and refuses what does not fit */
+    for (int64_t t = -2208988800000LL; t < 253402300800000LL; t += 86400000LL * 7 + 3723123) {
+        time_t secs = (time_t)(t >= 0 ? t / 1000 : (t - 999) / 1000);
+        struct tm tm;
+        char want[96];
+        gmtime_r(&secs, &tm);
+        snprintf(want, sizeof want, "%04d-%02d-%02dT%02d:%02d:%02d.%03dZ", tm.tm_year + 1900,
+                 tm.tm_mon + 1, tm.tm_mday, tm.tm_hour, tm.tm_min, tm.tm_sec,
+                 (int)(((t % 1000) + 1000) % 1000));
+        check_total++;
+        if (strcmp(cmn_time_format(t, buf, sizeof buf), want) != 0) {
+            check_failures++;
+            fprintf(stderr, "%s:%d: %lld formatted as %s, not %s\n", __FILE__, __LINE__,
+                    (long long)t, buf, want);
+            break;
+        }
+    }
+    CHECK_STR(cmn_time_format(951782400000, buf, sizeof buf), "2000-02-29T00:00:00.000Z");
+    CHECK_STR(cmn_time_format(-1, buf, sizeof buf), "1969-12-31T23:59:59.999Z");
+    CHECK_STR(cmn_time_format(253402300800000LL, buf, sizeof buf), "invalid");
+    char small[10];
+    CHECK_STR(cmn_time_format(0, small, sizeof small), "invalid");
 }
 
 int main(void)
