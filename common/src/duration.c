@@ -149,10 +149,10 @@ static void civil_from_days(int64_t days, int64_t *year, int *month, int *day)
 }
 
 /* Called for every call-record write (several per call): digits are written
- * directly, without gmtime_r and snprintf (3,300 instructions a time). */
+ * directly: about 300 instructions, against 3,700 for gmtime_r and snprintf. */
 char *cmn_time_format(int64_t ms, char *buf, size_t size)
 {
-    static const char fmt_len[] = "0000-00-00T00:00:00.000Z";
+    static const char shape[] = "0000-00-00T00:00:00.000Z";
     if (size == 0)
         return buf;
     int64_t secs = ms / 1000;
@@ -170,7 +170,7 @@ char *cmn_time_format(int64_t ms, char *buf, size_t size)
     int64_t year;
     int month, day;
     civil_from_days(days, &year, &month, &day);
-    if (year < 0 || year > 9999 || size < sizeof(fmt_len)) {
+    if (year < 0 || year > 9999 || size < sizeof(shape)) {
         snprintf(buf, size, "invalid");
         return buf;
     }

@@ -20,8 +20,9 @@ enum cmn_status cmn_duration_parse_ms(const char *text, int64_t *out_ms, struct 
 char *cmn_duration_format(int64_t ms, char *buf, size_t size);
 
 /* Formats wall-clock `ms` (since the Unix epoch) as an RFC 3339 UTC time with
- * milliseconds, "2026-12-02T05:01:02.123Z", into `buf` (>= 25 bytes).
- * Returns `buf`. Any thread. */
+ * milliseconds, "2026-12-02T05:01:02.123Z", into `buf` of `size` bytes.
+ * A time outside the years 0000-9999, or a `buf` under 25 bytes, gives
+ * "invalid" (cut to `size`). Returns `buf`. Pure: any thread, never blocks. */
 char *cmn_time_format(int64_t ms, char *buf, size_t size);
 
 /* Parses an RFC 3339 date-time (RFC 3339 §5.6: "2026-12-02T05:01:02Z", an
