@@ -168,6 +168,12 @@ vmhwm_kb() { # name -> peak RSS in kB (0 if unknown)
     [ -n "$pid" ] && awk '/^VmHWM:/ {print $2; found=1} END {if (!found) print 0}' "/proc/$pid/status" 2>/dev/null || echo 0
 }
 
+cpu_ticks() { # name -> user+system CPU time of the process so far, in clock ticks
+    local pid=${PIDS[$1]:-}
+    # fields after the ")" that ends the command name: utime is the 12th, stime the 13th
+    [ -n "$pid" ] && awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$pid/stat" 2>/dev/null || echo 0
+}
+
 free_ports() { # n -> n distinct free loopback ports, one per line
     "$PY" - "$1" <<'EOF'
 import socket, sys
@@ -532,6 +538,9 @@ drain() { # invoke workers [max_inflight] [call_records] [count]
     read -r stored _ _ < <(jsz "$STREAM")
     [ "$stored" -ge "$count" ] || log "  warning: only $stored of $count messages queued"
     curl -fsS -o /dev/null -X POST "http://127.0.0.1:$ECHO_PORT/reset"
+    local cpu0_nats cpu0_gw cpu0_up wcpu=0 hz
+    hz=$(getconf CLK_TCK)
+    cpu0_nats=$(cpu_ticks nats-server) cpu0_gw=$(cpu_ticks gateway) cpu0_up=$(cpu_ticks upstream)
     t0=$(date +%s%N)
     for ((i = 1; i <= workers; i++)); do
         local mport_var="W${i}_METRICS"
@@ -570,8 +579,12 @@ drain() { # invoke workers [max_inflight] [call_records] [count]
         sleep 0.05
     done
     read -r n first last < <(upstream_count)
+    local c_nats c_gw c_up
+    c_nats=$(($(cpu_ticks nats-server) - cpu0_nats)) c_gw=$(($(cpu_ticks gateway) - cpu0_gw))
+    c_up=$(($(cpu_ticks upstream) - cpu0_up))
     for ((i = 1; i <= workers; i++)); do
         local kb
+        wcpu=$((wcpu + $(cpu_ticks "worker$i-$tag")))
         kb=$(vmhwm_kb "worker$i-$tag")
         [ "$kb" -gt "$rss_kb" ] && rss_kb=$kb
         stop_proc "worker$i-$tag"
@@ -585,13 +598,20 @@ n, f, l = $n, $first, $last
 print('%.1f' % ((n - 1) / ((l - f) / 1e9)) if n > 1 and l > f else 0)")
     D_WALL=$("$PY" -c "print('%.1f' % ($n / (($t_done - $t0) / 1e9)))")
     D_RSS_MB=$("$PY" -c "print('%.2f' % ($rss_kb / 1024))")
+    # CPU per call (user+system, whole drain incl. the settle wait): steadier than
+    # the rate on a shared host, since time spent waiting for a core is not in it
+    D_CPU=$("$PY" -c "
+n = max($n, 1); us = 1e6 / $hz / n
+print('worker=%.0f nats=%.0f gateway=%.0f function=%.0f' % ($wcpu * us, $c_nats * us, $c_gw * us, $c_up * us))")
     {
         echo "tag=$tag invoke=$invoke workers=$workers queued=$count max_inflight=$inflight call_records=$records body_bytes=$DRAIN_SIZE"
         echo "invocations=$n first_ns=$first last_ns=$last extra_invocations=$extra"
         echo "left_in_stream=$stored ack_pending=$ackp redelivered=$redeliv"
         echo "calls_per_s=$D_RATE wall_calls_per_s=$D_WALL worker_peak_rss_mb=$D_RSS_MB"
+        echo "cpu_us_per_call $D_CPU"
     } >"$raw"
     log "  $tag: $(fmt "$D_RATE") calls/s (wall $(fmt "$D_WALL")), errors $D_ERR, worker VmHWM $D_RSS_MB MB"
+    log "    CPU us per call: $D_CPU"
 }
 
 if [ "$LIMITS_ONLY" = 0 ] && stage_on drain; then
