@@ -35,6 +35,8 @@
  * message out again as a first delivery; a worker that finished it already
  * acknowledges it again instead of running the function a second time. */
 #define DONE_RING 4096
+#define DONE_BUCKETS 4096 /* sequences are mostly consecutive: seq % buckets spreads them */
+_Static_assert(DONE_RING < UINT16_MAX, "ring slots + 1 are stored in uint16_t");
 
 #define M_RECEIVED "queue_worker_messages_received_total"
 #define M_PROCESSED "queue_worker_messages_processed_total"
@@ -121,7 +123,11 @@ struct qw_calls {
     uint64_t rng;
     uint64_t done_seq[DONE_RING]; /* ring of settled (stream sequence, call id hash) */
     uint64_t done_id[DONE_RING];
-    size_t done_next;
+    /* index over the ring, looked up for every delivery: chains of ring slots
+     * per bucket, stored as slot + 1 (0 ends a chain) */
+    uint16_t done_head[DONE_BUCKETS];
+    uint16_t done_chain[DONE_RING];
+    size_t done_next, done_used;
 };
 
 /* Both the sequence and the call id must match: a stream re-created on a
@@ -136,8 +142,8 @@ static uint64_t id_hash(const char *id)
 
 static bool seq_done(const struct qw_calls *set, uint64_t seq, uint64_t idh)
 {
-    for (size_t i = 0; i < DONE_RING; i++)
-        if (set->done_seq[i] == seq && set->done_id[i] == idh)
+    for (unsigned k = set->done_head[seq % DONE_BUCKETS]; k != 0; k = set->done_chain[k - 1])
+        if (set->done_seq[k - 1] == seq && set->done_id[k - 1] == idh)
             return true;
     return false;
 }
@@ -154,9 +160,23 @@ static void seq_remember(struct qw_calls *set, const struct qw_call *c)
 {
     if (c->seq == 0 || c->call.call_id[0] == '\0')
         return;
-    set->done_seq[set->done_next] = c->seq;
-    set->done_id[set->done_next] = c->stored;
-    set->done_next = (set->done_next + 1) % DONE_RING;
+    size_t slot = set->done_next;
+    if (set->done_used == DONE_RING) {
+        /* the oldest entry leaves the ring: unlink it from its chain */
+        uint16_t *link = &set->done_head[set->done_seq[slot] % DONE_BUCKETS];
+        while (*link != 0 && *link != slot + 1)
+            link = &set->done_chain[*link - 1];
+        if (*link != 0)
+            *link = set->done_chain[slot];
+    } else {
+        set->done_used++;
+    }
+    set->done_seq[slot] = c->seq;
+    set->done_id[slot] = c->stored;
+    uint16_t *head = &set->done_head[c->seq % DONE_BUCKETS];
+    set->done_chain[slot] = *head;
+    *head = (uint16_t)(slot + 1);
+    set->done_next = (slot + 1) % DONE_RING;
 }
 
 /* ---------------------------------------------------------------- helpers */
@@ -390,17 +410,35 @@ static void release_slot(struct qw_call *c)
         set->env.on_slot_free(set->env.closure);
 }
 
-/* The final ack or term: sent by the consumer's thread, re-sent until the
- * server confirms it or the lease would be over. The call stays (keeping its
- * lease renewed, counted as held for the drain) until then, but its slot is
- * given to the next call at once: the work is done, only the answer is
- * awaited, and a round trip per call must not cap the drain rate. */
+static void on_confirmed(struct qw_call *c, const struct cmn_jscons_result *r);
+
+/* The final ack or term. Without records (and for every term) it is sent by
+ * the consumer's thread and re-sent until the server confirms it or the lease
+ * would be over: the call stays (keeping its lease renewed, counted as held
+ * for the drain) until then, but its slot is given to the next call at once:
+ * the work is done, only the answer is awaited, and a round trip per call must
+ * not cap the drain rate. With records an ack is sent once, unconfirmed. */
 static void confirm(struct qw_call *c, bool term)
 {
     struct qw_calls *set = c->set;
     struct cmn_err err;
     c->state = ST_SETTLING;
     c->terminating = term;
+    if (set->env.recs != NULL && !term) {
+        /* With call records the record is the commit point: the final write
+         * is stored (or the record was final already) before this ack, and a
+         * redelivery of a call whose record is final is acknowledged without
+         * a run. So the ack needs no confirmation round trip; a lost one costs
+         * one redelivery, never a second run or callback. */
+        if (cmn_jscons_ack_nowait(set->env.cons, c->msg, &err) != CMN_OK) {
+            CLOG(CMN_LOG_WARN, c, "ack not sent error=\"%s\"; the record settles the redelivery",
+                 tidy(err.msg));
+        }
+        struct cmn_jscons_result r = {.token = c, .status = CMN_OK};
+        release_slot(c);
+        on_confirmed(c, &r);
+        return;
+    }
     int64_t deadline = qw_now_ms() + set->env.cfg->ack_wait_ms;
     enum cmn_status st = term ? cmn_jscons_term(set->env.cons, c->msg, deadline, c, &err)
                               : cmn_jscons_ack(set->env.cons, c->msg, deadline, c, &err);

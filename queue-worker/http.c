@@ -1,7 +1,7 @@
 /* libcurl multi wrapper of the queue-worker: owns the CURLM handle, its
  * connection cache (keep-alive reuse across invocations and callbacks), one
- * CURL easy handle per transfer, response header/body collection, and the
- * translation of CURLcode into enum qw_http_result. Main thread only, except
+ * CURL easy handle per transfer (reset and reused by later ones), response header/body collection,
+ * and the translation of CURLcode into enum qw_http_result. Main thread only, except
  * qw_http_wakeup. */
 #include "http.h"
 
@@ -13,10 +13,16 @@
 
 #define ERRBUF_SIZE CURL_ERROR_SIZE
 
+/* Easy handles of finished transfers, reset and kept for the next ones:
+ * creating and destroying one per call cost more than the transfer itself. */
+#define SPARE_MAX 64
+
 struct qw_http {
     CURLM *multi;
     struct qw_http_xfer *head; /* running transfers, doubly linked */
     size_t running;
+    CURL *spare[SPARE_MAX];
+    size_t spares;
 };
 
 struct qw_http_xfer {
@@ -76,6 +82,21 @@ enum cmn_status qw_http_new(int max_connections, struct qw_http **out, struct cm
     return CMN_OK;
 }
 
+static void spare_put(struct qw_http *http, CURL *easy)
+{
+    if (http->spares < SPARE_MAX) {
+        curl_easy_reset(easy); /* every option back to its default */
+        http->spare[http->spares++] = easy;
+    } else {
+        curl_easy_cleanup(easy);
+    }
+}
+
+static CURL *spare_take(struct qw_http *http)
+{
+    return http->spares > 0 ? http->spare[--http->spares] : curl_easy_init();
+}
+
 static void xfer_destroy(struct qw_http_xfer *x)
 {
     struct qw_http *http = x->http;
@@ -87,7 +108,7 @@ static void xfer_destroy(struct qw_http_xfer *x)
         x->next->prev = x->prev;
     http->running--;
     curl_multi_remove_handle(http->multi, x->easy);
-    curl_easy_cleanup(x->easy);
+    spare_put(http, x->easy);
     curl_slist_free_all(x->header_list);
     free(x);
 }
@@ -98,6 +119,8 @@ void qw_http_free(struct qw_http *http)
         return;
     while (http->head)
         xfer_destroy(http->head);
+    while (http->spares > 0)
+        curl_easy_cleanup(http->spare[--http->spares]);
     curl_multi_cleanup(http->multi);
     free(http);
 }
@@ -270,10 +293,10 @@ enum cmn_status qw_http_start(struct qw_http *http, const struct qw_http_request
     x->max_body_bytes = req->max_body_bytes;
     x->done = done;
     x->closure = closure;
-    x->easy = curl_easy_init();
+    x->easy = spare_take(http);
     if (!x->easy || !build_header_list(req, &x->header_list)) {
         if (x->easy)
-            curl_easy_cleanup(x->easy);
+            spare_put(http, x->easy);
         free(x);
         return cmn_err_set(err, CMN_ERR_NOMEM, 0, "out of memory (curl handle)");
     }
@@ -315,7 +338,7 @@ enum cmn_status qw_http_start(struct qw_http *http, const struct qw_http_request
     }
     CURLMcode mc = curl_multi_add_handle(http->multi, e);
     if (mc != CURLM_OK) {
-        curl_easy_cleanup(e);
+        spare_put(http, e);
         curl_slist_free_all(x->header_list);
         free(x);
         return cmn_err_set(err, CMN_ERR_INVALID, (int)mc, "curl_multi_add_handle: %s",

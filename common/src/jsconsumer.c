@@ -315,6 +315,20 @@ static enum cmn_status plain(struct cmn_jscons *c, const struct cmn_js_msg *msg,
     return tracker_plain(c->tracker, to, what, strlen(what), err);
 }
 
+enum cmn_status cmn_jscons_ack_nowait(struct cmn_jscons *c, const struct cmn_js_msg *msg,
+                                      struct cmn_err *err)
+{
+    const char *to = natsMsg_GetReply(cmn_js_msg_raw(msg));
+    if (to == NULL || to[0] == '\0')
+        return cmn_err_set(err, CMN_ERR_INVALID, 0, "message has no reply subject");
+    if (msg->epoch != cmn_nats_epoch(c->nats))
+        return CMN_OK; /* see plain() */
+    natsStatus s = natsConnection_Publish(cmn_nats_conn(c->nats), to, "+ACK", 4);
+    if (s != NATS_OK)
+        return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "ack not sent: %s", natsStatus_GetText(s));
+    return CMN_OK;
+}
+
 enum cmn_status cmn_jscons_in_progress(struct cmn_jscons *c, const struct cmn_js_msg *msg,
                                        struct cmn_err *err)
 {

@@ -1152,6 +1152,9 @@ void cmn_nats_free(struct cmn_nats *n)
     if (n->keeper_started)
         pthread_join(n->keeper, NULL);
     if (n->nc != NULL) {
+        /* what was published last (unconfirmed acks, NAKs) reaches the server */
+        if (natsConnection_Status(n->nc) == NATS_CONN_STATUS_CONNECTED)
+            natsConnection_FlushTimeout(n->nc, 500);
         natsConnection_Close(n->nc);
         /* Close only posts the closed callback: wait for it (bounded). */
         struct timespec until;

@@ -79,6 +79,16 @@ enum cmn_status cmn_jscons_ack(struct cmn_jscons *cons, const struct cmn_js_msg 
 enum cmn_status cmn_jscons_term(struct cmn_jscons *cons, const struct cmn_js_msg *msg,
                                 int64_t deadline_ms, void *token, struct cmn_err *err);
 
+/* Unconfirmed ack, for owners whose own store is the commit point (the
+ * worker with call records: the final record write, stored before this, is
+ * what says the call is done). Published on the caller's thread at once, no
+ * thread hop and no reply: a lost one costs one redelivery, which the record
+ * settles without a run. Nothing is sent for a message of an earlier epoch.
+ * Errors: CMN_ERR_INVALID (no reply subject), CMN_ERR_UNAVAILABLE (nats.c did
+ * not take it: connection closed). Any thread; never blocks (buffered). */
+enum cmn_status cmn_jscons_ack_nowait(struct cmn_jscons *cons, const struct cmn_js_msg *msg,
+                                      struct cmn_err *err);
+
 /* Fire-and-forget: +WPI, "in progress" (reset the ack timer), and NAK
  * (redeliver after `delay_ms`, 0 = now). Nothing is sent for a message of an
  * earlier epoch (stream re-created since). Errors: CMN_ERR_NOMEM,
