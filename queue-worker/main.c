@@ -35,6 +35,11 @@
 #define IDLE_POLL_MS 10000
 #define PUBLISH_TIMEOUT_MS 5000
 #define BURST_WAIT_MS 50
+/* In a burst, the fetch thread waits until this share of the slots is free
+ * (one pull request per several calls, not one per call), but no longer than
+ * BURST_GATHER_MS, so the slots never sit idle while the stream has calls. */
+#define BURST_GATHER_DIVISOR 4
+#define BURST_GATHER_MS 2
 /* After the drain deadline, how long settled calls may wait for the server's
  * confirmation before the worker exits anyway (they are then redelivered). */
 #define SETTLE_GRACE_MS 2000
@@ -66,6 +71,7 @@ struct worker {
     pthread_mutex_t lock;
     pthread_cond_t cond;
     int64_t free_slots; /* max_inflight minus messages fetched and not yet released */
+    int64_t fetch_want; /* free slots at which the fetch thread wants to be woken */
     bool fetch_stop;
     bool fetch_done;
     struct cmn_js_msg **queue; /* fetched, not yet started; never more than max_inflight */
@@ -197,11 +203,23 @@ static void *fetch_main(void *arg)
         wait_ms = 10;
     struct cmn_js_msg **msgs = calloc((size_t)w->cfg.max_inflight, sizeof(*msgs));
     bool failing = false, burst = false;
+    int64_t gather = w->cfg.max_inflight / BURST_GATHER_DIVISOR;
+    if (gather < 1)
+        gather = 1;
     pthread_mutex_lock(&w->lock);
     while (msgs && !w->fetch_stop) {
         if (w->free_slots <= 0) {
+            w->fetch_want = 1;
             pthread_cond_wait(&w->cond, &w->lock);
             continue;
+        }
+        if (burst && w->free_slots < gather) {
+            /* gather free slots for one larger pull request */
+            w->fetch_want = gather;
+            sleep_locked(w, BURST_GATHER_MS);
+            w->fetch_want = 1;
+            if (w->fetch_stop)
+                break;
         }
         int batch = burst ? (int)w->free_slots : 1;
         int64_t wait = burst ? BURST_WAIT_MS : wait_ms;
@@ -249,7 +267,8 @@ static void on_slot_free(void *closure)
     struct worker *w = closure;
     pthread_mutex_lock(&w->lock);
     w->free_slots++;
-    pthread_cond_signal(&w->cond);
+    if (w->free_slots >= w->fetch_want)
+        pthread_cond_signal(&w->cond);
     pthread_mutex_unlock(&w->lock);
 }
 
@@ -445,6 +464,7 @@ static int start(struct worker *w)
              cmn_metrics_label_escape(cfg->faas_nats_channel, esc, sizeof(esc)));
     declare_metrics(w->metrics, w->queue_label);
     w->free_slots = cfg->max_inflight;
+    w->fetch_want = 1;
     if (cmn_cbrules_parse(cfg->callback_allowlist, &w->callback_rules, &err) != CMN_OK) {
         LOG_ERROR(NULL, "%s", err.msg);
         return 2;

@@ -174,6 +174,16 @@ cpu_ticks() { # name -> user+system CPU time of the process so far, in clock tic
     [ -n "$pid" ] && awk '{sub(/^.*\) /, ""); print $12 + $13}' "/proc/$pid/stat" 2>/dev/null || echo 0
 }
 
+cpu_split() { # name -> "user system voluntary involuntary" summed over the process's threads
+    local pid=${PIDS[$1]:-}
+    [ -n "$pid" ] || { echo "0 0 0 0"; return; }
+    cat /proc/"$pid"/task/*/stat /proc/"$pid"/task/*/status 2>/dev/null | awk '
+        /^voluntary_ctxt_switches:/ {v += $2; next}
+        /^nonvoluntary_ctxt_switches:/ {nv += $2; next}
+        /^[0-9]+ \(/ {sub(/^.*\) /, ""); u += $12; s += $13}
+        END {print u + 0, s + 0, v + 0, nv + 0}'
+}
+
 free_ports() { # n -> n distinct free loopback ports, one per line
     "$PY" - "$1" <<'EOF'
 import socket, sys
@@ -582,9 +592,12 @@ drain() { # invoke workers [max_inflight] [call_records] [count]
     local c_nats c_gw c_up
     c_nats=$(($(cpu_ticks nats-server) - cpu0_nats)) c_gw=$(($(cpu_ticks gateway) - cpu0_gw))
     c_up=$(($(cpu_ticks upstream) - cpu0_up))
+    local wu=0 ws=0 wv=0 wnv=0
     for ((i = 1; i <= workers; i++)); do
-        local kb
+        local kb u s v nv
         wcpu=$((wcpu + $(cpu_ticks "worker$i-$tag")))
+        read -r u s v nv < <(cpu_split "worker$i-$tag")
+        wu=$((wu + u)) ws=$((ws + s)) wv=$((wv + v)) wnv=$((wnv + nv))
         kb=$(vmhwm_kb "worker$i-$tag")
         [ "$kb" -gt "$rss_kb" ] && rss_kb=$kb
         stop_proc "worker$i-$tag"
@@ -603,15 +616,21 @@ print('%.1f' % ((n - 1) / ((l - f) / 1e9)) if n > 1 and l > f else 0)")
     D_CPU=$("$PY" -c "
 n = max($n, 1); us = 1e6 / $hz / n
 print('worker=%.0f nats=%.0f gateway=%.0f function=%.0f' % ($wcpu * us, $c_nats * us, $c_gw * us, $c_up * us))")
+    # The worker's share split into user and system time, and its threads'
+    # context switches per call (voluntary: it waited; involuntary: preempted)
+    D_WORKER=$("$PY" -c "
+n = max($n, 1); us = 1e6 / $hz / n
+print('user_us=%.0f system_us=%.0f switches=%.2f preempted=%.2f' % ($wu * us, $ws * us, $wv / n, $wnv / n))")
     {
         echo "tag=$tag invoke=$invoke workers=$workers queued=$count max_inflight=$inflight call_records=$records body_bytes=$DRAIN_SIZE"
         echo "invocations=$n first_ns=$first last_ns=$last extra_invocations=$extra"
         echo "left_in_stream=$stored ack_pending=$ackp redelivered=$redeliv"
         echo "calls_per_s=$D_RATE wall_calls_per_s=$D_WALL worker_peak_rss_mb=$D_RSS_MB"
         echo "cpu_us_per_call $D_CPU"
+        echo "worker_per_call $D_WORKER"
     } >"$raw"
     log "  $tag: $(fmt "$D_RATE") calls/s (wall $(fmt "$D_WALL")), errors $D_ERR, worker VmHWM $D_RSS_MB MB"
-    log "    CPU us per call: $D_CPU"
+    log "    CPU us per call: $D_CPU; worker $D_WORKER"
 }
 
 if [ "$LIMITS_ONLY" = 0 ] && stage_on drain; then
