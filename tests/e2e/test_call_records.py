@@ -15,8 +15,8 @@ import pytest
 import requests
 
 import harness
-from delivery import (DLQ, GateFunction, absence_window, add_function, assert_202,
-                      read_stream, start_worker, wait_queue_drained)
+from delivery import (DLQ, STREAM, GateFunction, absence_window, add_function, assert_202,
+                      js_publish_raw, read_stream, start_worker, wait_queue_drained)
 
 
 def record(stack, cid, gw=None):
@@ -262,6 +262,32 @@ def test_worker_killed_between_answer_and_callback(stack):
     assert stack.sink.count(cid) == 1
     rec = wait_state(stack, cid, "succeeded")
     assert rec["attempt"] == 2, rec
+
+
+def test_copy_of_a_finished_call_is_acked_without_running(stack):
+    """With records on the worker does not wait for the ack that follows the final record.
+    If that ack is lost, the message comes back: the copy finds the final record and is
+    acknowledged without a second invocation or callback. Emulated by storing the call's
+    message again (without its Nats-Msg-Id, which the duplicate window would drop) after the
+    call succeeded."""
+    stack.start(workers=0, fixtures=("echo",))
+    cid = assert_202(stack.async_call("echo", body=b"again"))
+    [stored] = read_stream(stack.nats, STREAM)
+    assert stored.subject.endswith("." + cid), (stored.subject, stored.headers)
+    stack.add_worker()
+    stack.sink.wait_for(1, 20, call_id=cid)
+    done = wait_state(stack, cid, "succeeded")
+    assert done["callback"] == "posted", done
+    wait_queue_drained(stack.nats, 10)
+    headers = {k: v for k, v in stored.headers.items() if k.lower() != "nats-msg-id"}
+    ack = js_publish_raw(stack.nats, stored.subject, stored.data, headers)
+    assert "seq" in ack and not ack.get("duplicate"), ack
+    wait_queue_drained(stack.nats, 20)  # the copy was fetched and acknowledged
+    absence_window(2)
+    assert stack.ledger.count("echo", cid) == 1
+    assert stack.sink.count(cid) == 1
+    after = record(stack, cid).json()
+    assert after["state"] == "succeeded" and after["revision"] == done["revision"], (done, after)
 
 
 @pytest.mark.timeout(180)
