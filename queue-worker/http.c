@@ -1,8 +1,8 @@
 /* libcurl multi wrapper of the queue-worker: owns the CURLM handle, its
  * connection cache (keep-alive reuse across invocations and callbacks), one
- * CURL easy handle per transfer (reset and reused by later ones), response header/body collection,
- * and the translation of CURLcode into enum qw_http_result. Main thread only, except
- * qw_http_wakeup. */
+ * CURL easy handle per transfer (reset and reused by later ones), response
+ * header/body collection, and the translation of CURLcode into enum
+ * qw_http_result. Main thread only, except qw_http_wakeup. */
 #include "http.h"
 
 #include <curl/curl.h>

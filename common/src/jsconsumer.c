@@ -302,27 +302,39 @@ enum cmn_status cmn_jscons_term(struct cmn_jscons *c, const struct cmn_js_msg *m
     return confirmed(c, msg, "+TERM", deadline_ms, token, err);
 }
 
+/* The reply subject an ack-type answer for `msg` goes to. NULL with *st set
+ * when nothing is to be sent: CMN_ERR_INVALID (no reply subject), or CMN_OK
+ * for a message of an earlier epoch (a +WPI, NAK or ack for a message of a
+ * re-created stream would touch the new stream's message with the same
+ * sequence: the old message is gone anyway). */
+static const char *answer_subject(struct cmn_jscons *c, const struct cmn_js_msg *msg,
+                                  enum cmn_status *st, struct cmn_err *err)
+{
+    const char *to = natsMsg_GetReply(cmn_js_msg_raw(msg));
+    if (to == NULL || to[0] == '\0') {
+        *st = cmn_err_set(err, CMN_ERR_INVALID, 0, "message has no reply subject");
+        return NULL;
+    }
+    *st = CMN_OK;
+    return msg->epoch == cmn_nats_epoch(c->nats) ? to : NULL;
+}
+
 static enum cmn_status plain(struct cmn_jscons *c, const struct cmn_js_msg *msg, const char *what,
                              struct cmn_err *err)
 {
-    const char *to = natsMsg_GetReply(cmn_js_msg_raw(msg));
-    if (to == NULL || to[0] == '\0')
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "message has no reply subject");
-    /* a +WPI or NAK for a message of a re-created stream would touch the new
-     * stream's message with the same sequence: the old message is gone anyway */
-    if (msg->epoch != cmn_nats_epoch(c->nats))
-        return CMN_OK;
-    return tracker_plain(c->tracker, to, what, strlen(what), err);
+    enum cmn_status st;
+    const char *to = answer_subject(c, msg, &st, err);
+    return to != NULL ? tracker_plain(c->tracker, to, what, strlen(what), err) : st;
 }
 
 enum cmn_status cmn_jscons_ack_nowait(struct cmn_jscons *c, const struct cmn_js_msg *msg,
                                       struct cmn_err *err)
 {
-    const char *to = natsMsg_GetReply(cmn_js_msg_raw(msg));
-    if (to == NULL || to[0] == '\0')
-        return cmn_err_set(err, CMN_ERR_INVALID, 0, "message has no reply subject");
-    if (msg->epoch != cmn_nats_epoch(c->nats))
-        return CMN_OK; /* see plain() */
+    enum cmn_status st;
+    const char *to = answer_subject(c, msg, &st, err);
+    if (to == NULL)
+        return st;
+    /* straight from the caller's thread: no hand-off to the tracker's */
     natsStatus s = natsConnection_Publish(cmn_nats_conn(c->nats), to, "+ACK", 4);
     if (s != NATS_OK)
         return cmn_err_set(err, CMN_ERR_UNAVAILABLE, 0, "ack not sent: %s", natsStatus_GetText(s));
